@@ -1,0 +1,1 @@
+"""RetinaFace plugin for MMDetection 3.x."""
