@@ -1,0 +1,1 @@
+# Owned by the module author; imports register the modules.

@@ -1,0 +1,29 @@
+"""Small test helpers shared by the test suite (mmdet.testing assumes an mmdet source checkout)."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The shared data folder sits beside the repository; RETINAFACE_SHARED overrides it.
+SHARED_DIR = Path(os.environ.get('RETINAFACE_SHARED', REPO_ROOT.parent / 'shared')).resolve()
+PYTHON = str(REPO_ROOT / '.venv' / 'bin' / 'python') if (REPO_ROOT / '.venv' / 'bin' / 'python').exists() else 'python'
+
+
+def shared_path(*parts):
+    """Path inside ../shared (may not exist)."""
+    return SHARED_DIR.joinpath(*parts)
+
+
+def requires_shared(*parts):
+    """Skip marker for tests that read ``../shared/<parts>``, with a reason naming what is missing."""
+    path = shared_path(*parts)
+    return pytest.mark.skipif(
+        not path.exists(),
+        reason=f'needs the shared data file {path} (absent: ../shared is not beside this checkout)')
+
+
+def load_config(rel_path):
+    """Load a repository config by path relative to the repo root."""
+    from mmengine.config import Config
+    return Config.fromfile(str(REPO_ROOT / rel_path))
