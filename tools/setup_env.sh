@@ -59,7 +59,10 @@ PIP=("$PY" -m pip --disable-pip-version-check)
 # (e.g. a local folder holding the torch wheel). Keep both.
 if [ -n "${PIP_FIND_LINKS:-}" ]; then
   cfg_links="$(env -u PIP_FIND_LINKS "$PY" -m pip config get global.find-links 2>/dev/null || true)"
-  if [ -n "$cfg_links" ]; then export PIP_FIND_LINKS="$PIP_FIND_LINKS $cfg_links"; fi
+  for link in $cfg_links; do
+    case " $PIP_FIND_LINKS " in *" $link "*) ;; *) PIP_FIND_LINKS="$PIP_FIND_LINKS $link" ;; esac
+  done
+  export PIP_FIND_LINKS
   echo "pip find-links: $PIP_FIND_LINKS"
 fi
 

@@ -1,1 +1,2 @@
+from . import functional  # noqa: F401
 from . import metrics  # noqa: F401

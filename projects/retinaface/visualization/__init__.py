@@ -1,1 +1,3 @@
-# Owned by the module author; imports register the modules.
+from .face_visualizer import LANDMARK_COLORS, FaceLocalVisualizer
+
+__all__ = ['FaceLocalVisualizer', 'LANDMARK_COLORS']

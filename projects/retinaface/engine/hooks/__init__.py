@@ -1,1 +1,3 @@
-# Owned by the module author; imports register the modules.
+from .finite_loss_hook import FiniteLossHook, NonFiniteLossError
+
+__all__ = ['FiniteLossHook', 'NonFiniteLossError']

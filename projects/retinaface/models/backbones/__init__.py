@@ -1,1 +1,3 @@
-# Owned by the module author; imports register the modules.
+from .mobilenet_v1 import MobileNetV1
+
+__all__ = ['MobileNetV1']

@@ -1,1 +1,4 @@
-# Owned by the module author; imports register the modules.
+from .context_module import ContextBlock, ContextModule
+from .retinaface_fpn import RetinaFaceFPN
+
+__all__ = ['ContextBlock', 'ContextModule', 'RetinaFaceFPN']

@@ -1,1 +1,6 @@
-# Owned by the module author; imports register the modules.
+"""Target machinery of RetinaFace: landmark coder, landmark-aware assigner, OHEM miner."""
+from .assigners import LandmarkAwareAssigner
+from .coders import LandmarkCoder
+from .samplers import OHEMNegativeMiner
+
+__all__ = ['LandmarkCoder', 'LandmarkAwareAssigner', 'OHEMNegativeMiner']

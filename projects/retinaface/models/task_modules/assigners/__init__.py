@@ -1,0 +1,3 @@
+from .landmark_aware_assigner import LandmarkAwareAssigner
+
+__all__ = ['LandmarkAwareAssigner']

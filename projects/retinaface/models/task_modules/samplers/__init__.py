@@ -1,0 +1,3 @@
+from .ohem_negative_miner import OHEMNegativeMiner
+
+__all__ = ['OHEMNegativeMiner']
