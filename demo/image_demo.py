@@ -13,6 +13,7 @@ frame with OpenCV: ``OUT_DIR/vis/<stem>.mp4`` is the annotated video (``--save-f
 writes ``OUT_DIR/vis/<stem>/<frame>.jpg``) and ``OUT_DIR/preds/<stem>.json`` lists the
 predictions per frame.
 """
+import logging
 import os
 import os.path as osp
 import sys
@@ -133,7 +134,8 @@ def main(argv=None):
     if not osp.isfile(args.model):
         raise FileNotFoundError(f'config not found: {args.model}')
     if args.weights is None:
-        print_log('no --weights given: the model is randomly initialised', level=30)
+        print_log('no --weights given: the model is randomly initialised',
+                  level=logging.WARNING)
     elif not osp.isfile(args.weights):
         raise FileNotFoundError(f'checkpoint not found: {args.weights}')
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')

@@ -2,9 +2,19 @@
 import numpy as np
 import pytest
 
-from projects.retinaface.apis import (ARCFACE_TEMPLATE, align_face, align_faces, arcface_template,
-                                      crop_boxes, crop_faces, crop_heads, estimate_similarity,
-                                      face_boxes, head_boxes, transform_points)
+from projects.retinaface.apis import (
+    ARCFACE_TEMPLATE,
+    align_face,
+    align_faces,
+    arcface_template,
+    crop_boxes,
+    crop_faces,
+    crop_heads,
+    estimate_similarity,
+    face_boxes,
+    head_boxes,
+    transform_points,
+)
 
 
 def similarity(scale, angle_deg, tx, ty):

@@ -1,4 +1,4 @@
-"""FaceLocalVisualizer draws landmarks at their coordinates, per-index colours, valid points only."""
+"""FaceLocalVisualizer draws landmarks at their coordinates, one colour per index, valid only."""
 import itertools
 
 import numpy as np

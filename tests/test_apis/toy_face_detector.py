@@ -7,8 +7,7 @@ imported by configs through ``custom_imports`` and registered in mmdet's MODELS.
 import torch
 import torch.nn as nn
 from mmdet.models.detectors.base import BaseDetector
-from mmcv.transforms import BaseTransform
-from mmdet.registry import MODELS, TRANSFORMS
+from mmdet.registry import MODELS
 from mmengine.structures import InstanceData
 
 # Relative boxes [x1, y1, x2, y2] (fractions of width / height) and scores of the two faces.
@@ -34,19 +33,6 @@ def toy_predictions(height: int, width: int, with_vertices: bool = False) -> dic
         z = torch.zeros(len(TOY_BOXES), 5, 1)
         out['vertices'] = torch.cat([keypoints, z], dim=-1)
     return out
-
-
-class _AnnotationLoaderStub(BaseTransform):
-    """Stands in for ``LoadFaceAnnotations`` until the real one is registered; inference
-    pipelines must drop it, so calling it is an error."""
-
-    def transform(self, results):
-        raise AssertionError('LoadFaceAnnotations must be dropped from inference pipelines')
-
-
-if 'LoadFaceAnnotations' not in TRANSFORMS.module_dict:
-    # Only when projects.retinaface (imported first by tests and tools) did not register it.
-    TRANSFORMS.register_module('LoadFaceAnnotations', module=_AnnotationLoaderStub)
 
 
 @MODELS.register_module()
@@ -81,7 +67,7 @@ def toy_config(with_vertices=False):
     pipeline = [
         dict(type='LoadImageFromFile'),
         dict(type='Resize', scale=(48, 48), keep_ratio=True),
-        # Must be dropped for inference (it would also fail if not registered).
+        # Inference tools must drop it (there are no annotations).
         dict(type='LoadFaceAnnotations'),
         dict(type='PackDetInputs',
              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),

@@ -148,9 +148,11 @@ class ToyProbeHook(Hook):
 
     def after_train(self, runner):
         rank, world_size = get_dist_info()
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        param_sum = float(sum(p.detach().double().sum() for p in model.parameters()))
         with open(osp.join(runner.work_dir, f'probe_after_train_rank{rank}.json'), 'w') as f:
             json.dump(dict(rank=rank, world_size=world_size, iter=runner.iter,
-                           epoch=runner.epoch), f)
+                           epoch=runner.epoch, param_sum=param_sum), f)
 
 
 def write_toy_config(path, work_dir=None, extra=''):
@@ -184,8 +186,8 @@ test_cfg = dict(type='TestLoop')
 optim_wrapper = dict(
     type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=3),
-    dict(type='MultiStepLR', by_epoch=True, begin=0, end=4, milestones=[1, 3], gamma=0.1),
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=5),
+    dict(type='MultiStepLR', by_epoch=True, begin=0, end=4, milestones=[2, 3], gamma=0.1),
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=2)
 default_hooks = dict(

@@ -10,6 +10,7 @@ image its path and size, and per kept face (score >= ``--score-thr``) the score,
 crop boxes, crop files (relative to OUT_DIR) and, for aligned crops, the 2x3 matrix mapping
 image pixels to crop pixels.
 """
+import logging
 import os
 import os.path as osp
 import sys
@@ -159,12 +160,13 @@ def main(argv=None):
         entry = process_image(model, pipeline, img_path, stem, args, kinds)
         if ('aligned' in kinds and not warned and entry['faces']
                 and 'keypoints' not in entry['faces'][0]):
-            print_log('the model predicts no keypoints: aligned crops are skipped', level=30)
+            print_log('the model predicts no keypoints: aligned crops are skipped',
+                      level=logging.WARNING)
             warned = True
         index['images'].append(entry)
         progress.update()
     os.makedirs(args.out_dir, exist_ok=True)
-    mmengine.dump(index, osp.join(args.out_dir, 'index.json'), indent=2)
+    mmengine.dump(index, osp.join(args.out_dir, 'index.json'))
     num_faces = sum(len(e['faces']) for e in index['images'])
     print_log(f'{num_faces} faces from {len(images)} images written to {args.out_dir}')
     return index

@@ -10,7 +10,9 @@ boxes, scores and labels; :func:`install_det_inferencer_landmarks` (run on
 """
 import copy
 import functools
+import logging
 import os.path as osp
+import warnings
 from typing import Dict, List, Optional
 
 import mmengine
@@ -19,6 +21,7 @@ from mmdet.apis import DetInferencer
 from mmdet.registry import DATASETS, VISUALIZERS
 from mmdet.structures import DetDataSample
 from mmdet.utils import ConfigType, get_test_pipeline_cfg
+from mmengine.logging import print_log
 from mmengine.visualization import Visualizer
 
 from ..visualization import FaceLocalVisualizer
@@ -182,15 +185,25 @@ class FaceInferencer(DetInferencer):
     def _load_weights_to_model(self, model, checkpoint: Optional[dict],
                                cfg: Optional[ConfigType]) -> None:
         """Load weights; fall back to the test dataset's classes when the checkpoint has none."""
-        super()._load_weights_to_model(model, checkpoint, cfg)
         meta = (checkpoint or {}).get('meta', {}) or {}
-        if 'dataset_meta' in meta or 'CLASSES' in meta or cfg is None:
+        has_classes = 'dataset_meta' in meta or 'CLASSES' in meta or cfg is None
+        with warnings.catch_warnings():
+            if not has_classes:
+                # mmdet warns that it falls back to COCO classes; we use the config's instead.
+                warnings.filterwarnings('ignore', message='.*COCO classes by default')
+            super()._load_weights_to_model(model, checkpoint, cfg)
+        if has_classes:
             return
         dataset_cfg = copy.deepcopy(cfg.test_dataloader.dataset)
         dataset_cfg['lazy_init'] = True
         classes = DATASETS.build(dataset_cfg).metainfo.get('classes', None)
         if classes:
             model.dataset_meta['classes'] = tuple(classes)
+            print_log(f'the checkpoint names no classes: using the config\'s {tuple(classes)}',
+                      logger='current')
+        else:
+            print_log('neither the checkpoint nor the config names classes: using COCO classes',
+                      logger='current', level=logging.WARNING)
 
     def pred2dict(self, data_sample: DetDataSample, pred_out_dir: str = '') -> Dict:
         """mmdet's prediction dict plus ``keypoints`` / ``vertices`` when predicted.

@@ -118,7 +118,8 @@ def parse_official_bbx_gt(path: str) -> List[dict]:
     while pos < len(lines):
         line_no, name = lines[pos]
         if not name.lower().endswith(('.jpg', '.jpeg', '.png', '.bmp')):
-            raise _error(path, line_no, f'expected an image path line, got {name!r}')
+            raise _error(path, line_no, 'expected an image path line of the official bbx_gt '
+                         f'format (RetinaFace label files start with "# path"), got {name!r}')
         if pos + 1 >= len(lines):
             raise _error(path, line_no, f'file ends after image {name!r}: no face count')
         count_no, count_str = lines[pos + 1]
@@ -246,9 +247,13 @@ def read_image_size(path: str) -> Tuple[int, int]:
     return int(h), int(w)
 
 
-@DATASETS.register_module()
+# ``force=True``: replaces mmdet's VOC-XML ``WIDERFaceDataset`` in the ``mmdet`` scope.
+@DATASETS.register_module(force=True)
 class WIDERFaceDataset(BaseDetDataset):
     """WIDER FACE (one class, ``'face'``) with landmarks and optional dense vertices.
+
+    Registered with ``force=True`` under the name of mmdet's VOC-XML ``WIDERFaceDataset``,
+    which it replaces once ``projects.retinaface`` is imported.
 
     Each ``data_info`` has ``img_path``, ``img_id`` (``'event/name'``), ``height``, ``width``
     (from the image header; ``None`` when the image is absent and ``missing_images='keep'``;
@@ -475,6 +480,14 @@ class WIDERFaceDataset(BaseDetDataset):
             instances.append(instance)
         return dict(img_path=img_path, img_id=img_id, height=height, width=width,
                     instances=instances)
+
+    def _serialize_data(self):
+        """mmengine cannot serialize an empty list; an empty dataset stays empty (warned)."""
+        if not self.data_list:
+            print_log(f'WIDERFaceDataset {self.ann_file}: no images left', logger='current',
+                      level=logging.WARNING)
+            return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
+        return super()._serialize_data()
 
     def filter_data(self) -> List[dict]:
         """Drop images without non-ignored faces / smaller than ``min_size`` (training)."""

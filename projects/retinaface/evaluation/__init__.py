@@ -1,2 +1,1 @@
-from . import functional  # noqa: F401
-from . import metrics  # noqa: F401
+from . import functional, metrics  # noqa: F401

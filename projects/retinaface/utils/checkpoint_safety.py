@@ -141,15 +141,21 @@ def _explain(filename: str, err: Exception) -> UnsafeCheckpointError:
         filename) else None
     if not offending:
         offending = re.findall(r'GLOBAL (\S+) was not an allowed global', message)
-    detail = re.search(r'WeightsUnpickler error: (.*)', message)
-    reason = (detail.group(1) if detail else message.strip().splitlines()[-1]
-              if message.strip() else type(err).__name__)
+    detail = re.search(r'WeightsUnpickler error:\s*(.+)', message)
+    if detail:
+        # drop torch's advice to allowlist the global: that is for files one trusts
+        reason = detail.group(1).strip().split(' Please use `torch.serialization')[0]
+    else:
+        reason = message.strip().splitlines()[-1] if message.strip() else type(err).__name__
     allowed = ', '.join(sorted(set(_global_names(SAFE_GLOBALS))))
     lines = [
         f'Refusing to load checkpoint {filename!r}: it contains pickled Python objects that '
-        'weights-only loading (torch.load(weights_only=True)) does not allow.',
-        f'  Offending global(s): {", ".join(offending) if offending else "(see below)"}',
-        f'  torch says: {reason}',
+        'weights-only loading (torch.load(weights_only=True)) does not allow.'
+    ]
+    if offending:
+        lines.append(f'  Offending global(s): {", ".join(offending)}')
+    lines += [
+        f'  Reason: {reason}',
         '  Besides tensors and plain containers, only these globals are allowed (mmengine '
         f'checkpoint contents, see projects/retinaface/utils/checkpoint_safety.py): {allowed}',
         '  ' + _ADVICE,

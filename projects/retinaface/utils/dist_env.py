@@ -51,5 +51,9 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
     else:
-        wrapper_cfg.setdefault('device_ids', None)
+        from mmengine.registry import MODEL_WRAPPERS
+        from torch.nn.parallel import DistributedDataParallel
+        wrapper_type = MODEL_WRAPPERS.get(wrapper_cfg.get('type', 'MMDistributedDataParallel'))
+        if isinstance(wrapper_type, type) and issubclass(wrapper_type, DistributedDataParallel):
+            wrapper_cfg.setdefault('device_ids', None)
     return True

@@ -1,1 +1,6 @@
-# Owned by the module author; imports register the modules.
+"""Face data transforms (registered in mmdet's ``TRANSFORMS``)."""
+from .formatting import PackFaceInputs
+from .loading import LoadFaceAnnotations
+from .random_square_crop import RandomSquareCrop
+
+__all__ = ['LoadFaceAnnotations', 'RandomSquareCrop', 'PackFaceInputs']

@@ -1,1 +1,4 @@
-# Owned by the module author; imports register the modules.
+from .landmark_metric import LandmarkNMEMetric
+from .wider_face_metric import WIDERFaceMetric
+
+__all__ = ['WIDERFaceMetric', 'LandmarkNMEMetric']

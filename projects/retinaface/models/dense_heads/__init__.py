@@ -1,1 +1,4 @@
-# Owned by the module author; imports register the modules.
+from .cascade_retinaface_head import CascadeRetinaFaceHead
+from .retinaface_head import RetinaFaceHead
+
+__all__ = ['RetinaFaceHead', 'CascadeRetinaFaceHead']

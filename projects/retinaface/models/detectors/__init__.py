@@ -1,1 +1,3 @@
-# Owned by the module author; imports register the modules.
+from .retinaface import RetinaFace
+
+__all__ = ['RetinaFace']

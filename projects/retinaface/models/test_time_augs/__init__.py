@@ -1,1 +1,3 @@
-# Owned by the module author; imports register the modules.
+from .face_tta import FaceTTAModel, box_vote, flip_keypoints
+
+__all__ = ['FaceTTAModel', 'box_vote', 'flip_keypoints']

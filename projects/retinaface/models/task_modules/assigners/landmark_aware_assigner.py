@@ -61,40 +61,50 @@ class LandmarkAwareAssigner(BaseAssigner):
 
     def gt_annotations(self, gt_instances: InstanceData) -> dict:
         """Per-face landmark (and vertex) arrays with validity, checked for consistent shapes."""
-        boxes = gt_instances.bboxes
-        num_gts = len(boxes)
-        device = boxes.device
-        out = dict()
-        if 'keypoints' in gt_instances:
-            kpts = torch.as_tensor(gt_instances.keypoints, device=device).float()
-            if kpts.dim() != 3 or kpts.size(0) != num_gts or kpts.size(-1) != 2:
-                raise ValueError(f'gt_instances.keypoints must be ({num_gts}, K, 2), '
-                                 f'got {tuple(kpts.shape)}')
-            if 'keypoints_valid' in gt_instances:
-                valid = torch.as_tensor(gt_instances.keypoints_valid, device=device).float()
-                if valid.shape != kpts.shape[:2]:
-                    raise ValueError(f'gt_instances.keypoints_valid must be '
-                                     f'{tuple(kpts.shape[:2])}, got {tuple(valid.shape)}')
-            else:
-                valid = kpts.new_ones(kpts.shape[:2])
+        return landmark_annotations(gt_instances, self.num_keypoints)
+
+
+def landmark_annotations(gt_instances: InstanceData, num_keypoints: int = 5) -> dict:
+    """Per-face ``gt_keypoints`` (N, K, 2), ``gt_keypoints_valid`` (N, K) and, when annotated,
+    ``gt_vertices`` (N, V, 3), ``gt_vertices_valid`` (N,) of ``gt_instances``.
+
+    Missing ``keypoints`` give zeros with validity 0 (``num_keypoints`` points per face); missing
+    validity fields mean every point is valid. Shapes are checked against the boxes.
+    """
+    boxes = gt_instances.bboxes
+    num_gts = len(boxes)
+    device = boxes.device
+    out = dict()
+    if 'keypoints' in gt_instances:
+        kpts = torch.as_tensor(gt_instances.keypoints, device=device).float()
+        if kpts.dim() != 3 or kpts.size(0) != num_gts or kpts.size(-1) != 2:
+            raise ValueError(f'gt_instances.keypoints must be ({num_gts}, K, 2), '
+                             f'got {tuple(kpts.shape)}')
+        if 'keypoints_valid' in gt_instances:
+            valid = torch.as_tensor(gt_instances.keypoints_valid, device=device).float()
+            if valid.shape != kpts.shape[:2]:
+                raise ValueError(f'gt_instances.keypoints_valid must be '
+                                 f'{tuple(kpts.shape[:2])}, got {tuple(valid.shape)}')
         else:
-            kpts = torch.zeros((num_gts, self.num_keypoints, 2), device=device)
-            valid = kpts.new_zeros((num_gts, self.num_keypoints))
-        out['gt_keypoints'] = kpts
-        out['gt_keypoints_valid'] = (valid > 0).float()
-        if 'vertices' in gt_instances:
-            verts = torch.as_tensor(gt_instances.vertices, device=device).float()
-            if verts.dim() != 3 or verts.size(0) != num_gts or verts.size(-1) != 3:
-                raise ValueError(f'gt_instances.vertices must be ({num_gts}, V, 3), '
-                                 f'got {tuple(verts.shape)}')
-            if 'vertices_valid' in gt_instances:
-                vvalid = torch.as_tensor(gt_instances.vertices_valid, device=device).float()
-                vvalid = vvalid.reshape(-1)
-                if vvalid.numel() != num_gts:
-                    raise ValueError(f'gt_instances.vertices_valid must be ({num_gts},), '
-                                     f'got {tuple(vvalid.shape)}')
-            else:
-                vvalid = verts.new_ones(num_gts)
-            out['gt_vertices'] = verts
-            out['gt_vertices_valid'] = (vvalid > 0).float()
-        return out
+            valid = kpts.new_ones(kpts.shape[:2])
+    else:
+        kpts = torch.zeros((num_gts, num_keypoints, 2), device=device)
+        valid = kpts.new_zeros((num_gts, num_keypoints))
+    out['gt_keypoints'] = kpts
+    out['gt_keypoints_valid'] = (valid > 0).float()
+    if 'vertices' in gt_instances:
+        verts = torch.as_tensor(gt_instances.vertices, device=device).float()
+        if verts.dim() != 3 or verts.size(0) != num_gts or verts.size(-1) != 3:
+            raise ValueError(f'gt_instances.vertices must be ({num_gts}, V, 3), '
+                             f'got {tuple(verts.shape)}')
+        if 'vertices_valid' in gt_instances:
+            vvalid = torch.as_tensor(gt_instances.vertices_valid, device=device).float()
+            vvalid = vvalid.reshape(-1)
+            if vvalid.numel() != num_gts:
+                raise ValueError(f'gt_instances.vertices_valid must be ({num_gts},), '
+                                 f'got {tuple(vvalid.shape)}')
+        else:
+            vvalid = verts.new_ones(num_gts)
+        out['gt_vertices'] = verts
+        out['gt_vertices_valid'] = (vvalid > 0).float()
+    return out

@@ -1,0 +1,137 @@
+"""End to end: demo/image_demo.py and tools/misc/face_crops.py with the toy face detector."""
+import importlib.util
+import json
+import subprocess
+
+import cv2
+import mmcv
+import numpy as np
+import pytest
+
+from projects.retinaface.apis import head_boxes
+from projects.retinaface.visualization import LANDMARK_COLORS
+from tests.helpers import PYTHON, REPO_ROOT
+from tests.test_apis.toy_face_detector import toy_predictions
+
+
+def load_script(rel_path):
+    spec = importlib.util.spec_from_file_location(rel_path.replace('/', '_')[:-3],
+                                                  str(REPO_ROOT / rel_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_video(path, frames, fps=5):
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), fps, (w, h))
+    if not writer.isOpened():
+        pytest.skip('OpenCV cannot write mp4 videos here')
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def read_video(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def test_demo_images_from_folder(toy_files, tmp_path):
+    demo = load_script('demo/image_demo.py')
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    shapes = {'a': (90, 120), 'b': (64, 50)}
+    for name, (h, w) in shapes.items():
+        mmcv.imwrite(np.full((h, w, 3), 40, np.uint8), str(folder / f'{name}.png'))
+    out = tmp_path / 'out'
+    demo.main([str(folder), str(toy_files / 'cfg.py'), '--weights', str(toy_files / 'ckpt.pth'),
+               '--out-dir', str(out), '--device', 'cpu', '--pred-score-thr', '0.3'])
+    for name, (h, w) in shapes.items():
+        expected = toy_predictions(h, w)
+        pred = json.loads((out / 'preds' / f'{name}.json').read_text())
+        np.testing.assert_allclose(pred['keypoints'], expected['keypoints'].numpy(), atol=1e-3)
+        np.testing.assert_allclose(pred['bboxes'], expected['bboxes'].numpy(), atol=1e-3)
+        vis = mmcv.imread(str(out / 'vis' / f'{name}.png'), channel_order='rgb')
+        assert vis.shape == (h, w, 3)
+        x, y = expected['keypoints'][0, 2].tolist()  # nose of the face above the threshold
+        assert tuple(vis[int(y), int(x)]) == LANDMARK_COLORS[2]
+
+
+def test_demo_video(toy_files, tmp_path):
+    demo = load_script('demo/image_demo.py')
+    frames = [np.full((48, 64, 3), v, np.uint8) for v in (20, 40, 60)]
+    write_video(tmp_path / 'clip.mp4', frames)
+    out = tmp_path / 'out'
+    demo.main([str(tmp_path / 'clip.mp4'), str(toy_files / 'cfg.py'), '--weights',
+               str(toy_files / 'ckpt.pth'), '--out-dir', str(out), '--device', 'cpu',
+               '--save-frames'])
+    preds = json.loads((out / 'preds' / 'clip.json').read_text())
+    assert [f['frame'] for f in preds['frames']] == [0, 1, 2]
+    expected = toy_predictions(48, 64)['keypoints'].numpy()
+    for frame in preds['frames']:
+        np.testing.assert_allclose(frame['keypoints'], expected, atol=1e-3)
+    drawn = read_video(out / 'vis' / 'clip.mp4')
+    assert len(drawn) == 3 and drawn[0].shape == (48, 64, 3)
+    assert sorted(p.name for p in (out / 'vis' / 'clip').iterdir()) == [
+        '000000.jpg', '000001.jpg', '000002.jpg']
+    # The left eye (red) is drawn in the saved frames, in the right colour order (BGR on disk).
+    frame = mmcv.imread(str(out / 'vis' / 'clip' / '000001.jpg'))
+    x, y = expected[0, 0]
+    b, g, r = (int(v) for v in frame[int(y), int(x)])
+    assert r - max(g, b) > 60, (b, g, r)
+
+
+def test_demo_runs_from_another_cwd(toy_files, tmp_path):
+    out = tmp_path / 'out'
+    proc = subprocess.run(
+        [PYTHON, str(REPO_ROOT / 'demo' / 'image_demo.py'), str(toy_files / 'face.png'),
+         str(toy_files / 'cfg.py'), '--weights', str(toy_files / 'ckpt.pth'), '--out-dir',
+         str(out), '--device', 'cpu'],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pred = json.loads((out / 'preds' / 'face.json').read_text())
+    assert len(pred['keypoints']) == 2 and len(pred['keypoints'][0]) == 5
+    assert (out / 'vis' / 'face.png').is_file()
+
+
+def test_face_crops_tool(toy_files, tmp_path):
+    tool = load_script('tools/misc/face_crops.py')
+    folder = tmp_path / 'imgs'
+    (folder / 'sub').mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    mmcv.imwrite(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8), str(folder / 'a.png'))
+    mmcv.imwrite(rng.integers(0, 255, (64, 50, 3), dtype=np.uint8), str(folder / 'sub' / 'b.jpg'))
+    out = tmp_path / 'crops'
+    tool.main([str(toy_files / 'cfg.py'), str(toy_files / 'ckpt.pth'), str(folder), str(out),
+               '--kind', 'all', '--score-thr', '0.5', '--device', 'cpu'])
+    index = json.loads((out / 'index.json').read_text())
+    assert [osp_name(e['img_path']) for e in index['images']] == ['a.png', 'b.jpg']
+    for entry in index['images']:
+        h, w = entry['height'], entry['width']
+        expected = toy_predictions(h, w)
+        assert len(entry['faces']) == 1  # the 0.2-score face is below --score-thr
+        face = entry['faces'][0]
+        np.testing.assert_allclose(face['bbox'], expected['bboxes'][0].numpy(), atol=0.01)
+        np.testing.assert_allclose(face['keypoints'], expected['keypoints'][0].numpy(),
+                                   atol=0.01)
+        head = head_boxes(expected['bboxes'][0].numpy(), img_shape=(h, w))[0]
+        np.testing.assert_allclose(face['head']['box'], head, atol=0.01)
+        head_crop = mmcv.imread(str(out / face['head']['file']))
+        x1, y1, x2, y2 = np.floor(head[0]), np.floor(head[1]), np.ceil(head[2]), np.ceil(head[3])
+        assert head_crop.shape == (y2 - y1, x2 - x1, 3)
+        assert mmcv.imread(str(out / face['face']['file'])) is not None
+        aligned = mmcv.imread(str(out / face['aligned']['file']))
+        assert aligned.shape == (112, 112, 3)
+    assert (out / 'head' / 'sub__b_0.jpg').is_file()
+
+
+def osp_name(path):
+    return path.replace('\\', '/').rsplit('/', 1)[-1]
