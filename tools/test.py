@@ -22,14 +22,14 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-from mmengine import ConfigDict  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
 from mmdet.engine.hooks.utils import trigger_visualization_hook  # noqa: E402
 from mmdet.evaluation import DumpDetResults  # noqa: E402
 from mmdet.registry import RUNNERS  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
+from mmengine import ConfigDict  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
 from projects.retinaface.utils import setup_cpu_distributed  # noqa: E402  (safe ckpt loading)
 
 TTA_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
@@ -89,12 +89,13 @@ def apply_tta(cfg):
     """
     if 'tta_model' not in cfg:
         warnings.warn('Cannot find ``tta_model`` in config, we will set it as default '
-                      '(DetTTAModel, which does not merge landmarks).')
+                      '(DetTTAModel, which does not merge landmarks).', stacklevel=2)
         cfg.tta_model = dict(
             type='DetTTAModel',
             tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
     if 'tta_pipeline' not in cfg:
-        warnings.warn('Cannot find ``tta_pipeline`` in config, we will set it as default.')
+        warnings.warn('Cannot find ``tta_pipeline`` in config, we will set it as default.',
+                      stacklevel=2)
         test_data_cfg = cfg.test_dataloader.dataset
         while 'dataset' in test_data_cfg:
             test_data_cfg = test_data_cfg['dataset']

@@ -21,11 +21,11 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 from projects.retinaface.utils import setup_cpu_distributed  # noqa: E402  (safe ckpt loading)
 
 

@@ -25,7 +25,8 @@ vis_backends = [
     # TensorBoard (optional requirement): uncomment, or add it in a derived config.
     # dict(type='TensorboardVisBackend'),
 ]
-visualizer = dict(type='DetLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+# Draws boxes, scores and the five landmarks (projects/retinaface/visualization).
+visualizer = dict(type='FaceLocalVisualizer', vis_backends=vis_backends, name='visualizer')
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=True)
 
 log_level = 'INFO'

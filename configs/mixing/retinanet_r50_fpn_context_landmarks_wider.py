@@ -1,8 +1,14 @@
-# A stock mmdet RetinaNet whose neck gains the RetinaFace context module and whose head is the
-# RetinaFace multi-task head (sigmoid focal classification, boxes, 5 landmarks) for one class.
-# Model only: the dataset part comes from the mmdet base (COCO) until a WIDER FACE dataset base
-# is added; override train/val/test dataloaders (or add '../_base_/datasets/wider_face.py').
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
+# A stock mmdet RetinaNet (the model of mmdet's retinanet_r50_fpn_1x_coco.py: its model base,
+# 1x schedule with lr 0.01 and default runtime) on WIDER FACE, whose neck gains the RetinaFace
+# context module and whose head is the RetinaFace multi-task head (sigmoid focal classification,
+# boxes, 5 landmarks) for one class. The COCO config itself cannot be a base next to the WIDER
+# FACE dataset base (mmengine refuses keys defined by two bases), hence its components.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    '../_base_/datasets/wider_face.py',
+    'mmdet::_base_/schedules/schedule_1x.py',
+    'mmdet::_base_/default_runtime.py',
+]
 
 custom_imports = dict(imports=['projects.retinaface'], allow_failed_imports=False)
 default_scope = 'mmdet'
@@ -39,3 +45,6 @@ model = dict(
                 min_pos_iou=0,
                 ignore_iof_thr=0.5))),
     test_cfg=dict(score_thr=0.02, nms=dict(type='nms', iou_threshold=0.4), max_per_img=1000))
+
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001))

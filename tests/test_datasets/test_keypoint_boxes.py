@@ -5,8 +5,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from mmdet.datasets.transforms import (Expand, MinIoURandomCrop, Pad, RandomCrop, RandomFlip,
-                                       Resize)
+from mmdet.datasets.transforms import Expand, MinIoURandomCrop, Pad, RandomCrop, RandomFlip, Resize
 from mmdet.structures.bbox import HorizontalBoxes, get_box_type
 
 from projects.retinaface.structures import KeypointBoxes

@@ -10,8 +10,11 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.registry import init_default_scope
 
 from projects.retinaface.datasets import WIDERFaceDataset
-from projects.retinaface.datasets.wider_face import (parse_official_bbx_gt,
-                                                     parse_retinaface_label, parse_wider_mat)
+from projects.retinaface.datasets.wider_face import (
+    parse_official_bbx_gt,
+    parse_retinaface_label,
+    parse_wider_mat,
+)
 from tests.helpers import REPO_ROOT, load_config, requires_shared, shared_path
 
 
@@ -289,6 +292,7 @@ def test_shared_config_splits():
     held = DATASETS.build(cfg.held_out_dataloader.dataset)
     val = DATASETS.build(cfg.val_dataloader.dataset)
     assert len(held) == 124 and train.image_counts['selected'] == 1239 - 124
+    assert held.face_counts['raw'] == 707 and held.face_counts['with_keypoints'] == 650
     train_ids = {train.get_data_info(i)['img_id'] for i in range(len(train))}
     held_ids = {held.get_data_info(i)['img_id'] for i in range(len(held))}
     assert not train_ids & held_ids

@@ -6,8 +6,11 @@ from mmdet.registry import TASK_UTILS
 from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.structures import InstanceData
 
-from projects.retinaface.models.task_modules import (LandmarkAwareAssigner, LandmarkCoder,
-                                                     OHEMNegativeMiner)
+from projects.retinaface.models.task_modules import (
+    LandmarkAwareAssigner,
+    LandmarkCoder,
+    OHEMNegativeMiner,
+)
 
 # ----------------------------------------------------------------------------- LandmarkCoder
 

@@ -13,8 +13,12 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import Runner, load_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from projects.retinaface.utils import (SAFE_GLOBALS, UnsafeCheckpointError, find_unsafe_globals,
-                                       safe_load)
+from projects.retinaface.utils import (
+    SAFE_GLOBALS,
+    UnsafeCheckpointError,
+    find_unsafe_globals,
+    safe_load,
+)
 from projects.retinaface.utils.checkpoint_safety import _global_names
 from tests.helpers import PYTHON, REPO_ROOT
 from tests.test_tools.toy_modules import ToyFaceModel, write_toy_config

@@ -4,10 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from mmdet.registry import HOOKS
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from mmdet.registry import HOOKS
 from projects.retinaface.engine.hooks import FiniteLossHook, NonFiniteLossError
 from tests.test_tools.toy_modules import write_toy_config
 

@@ -4,10 +4,10 @@ import os.path as osp
 
 import pytest
 import torch
+from mmdet.registry import OPTIMIZERS, PARAM_SCHEDULERS
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
-from mmdet.registry import OPTIMIZERS, PARAM_SCHEDULERS
 from tests.helpers import REPO_ROOT, load_config
 from tests.test_tools.toy_modules import write_toy_config
 
@@ -121,22 +121,19 @@ def test_default_runtime():
     assert cfg.load_from is None and cfg.resume is False
 
 
-def test_paper_schedule_lr_curve():
-    """Build the 80-epoch schedule like the Runner does and step it through training."""
-    cfg = load_config('configs/_base_/schedules/retinaface_80e.py')
-    assert cfg.train_cfg.max_epochs == 80 and cfg.auto_scale_lr.base_batch_size == 32
+def _lr_curve(cfg, epoch_length):
+    """Build a schedule config like the Runner does; return the lr of every iteration."""
     optimizer = OPTIMIZERS.build(dict(cfg.optim_wrapper.optimizer,
                                       params=[torch.nn.Parameter(torch.zeros(1))]))
     assert optimizer.defaults['momentum'] == 0.9
     assert optimizer.defaults['weight_decay'] == 5e-4
     wrapper = OptimWrapper(optimizer)
-    epoch_length = 4
     schedulers = [
         PARAM_SCHEDULERS.build(dict(s), default_args=dict(optimizer=wrapper,
                                                           epoch_length=epoch_length))
         for s in cfg.param_scheduler
     ]
-    lrs = []  # lr used in each iteration
+    lrs = []
     for _ in range(cfg.train_cfg.max_epochs):
         for _ in range(epoch_length):
             lrs.append(optimizer.param_groups[0]['lr'])
@@ -146,6 +143,14 @@ def test_paper_schedule_lr_curve():
         for s in schedulers:
             if s.by_epoch:
                 s.step()
+    return lrs
+
+
+def test_paper_schedule_lr_curve():
+    cfg = load_config('configs/_base_/schedules/retinaface_80e.py')
+    assert cfg.train_cfg.max_epochs == 80 and cfg.auto_scale_lr.base_batch_size == 32
+    epoch_length = 4
+    lrs = _lr_curve(cfg, epoch_length)
 
     def lr_at(epoch, it=0):
         return lrs[epoch * epoch_length + it]
@@ -153,7 +158,20 @@ def test_paper_schedule_lr_curve():
     assert lr_at(0) == pytest.approx(1e-3)
     assert 1e-3 < lr_at(2) < 1e-2  # linear warm-up, per iteration
     assert lr_at(2, 1) > lr_at(2)
-    assert lr_at(4, 3) < 1e-2 and lr_at(5) == pytest.approx(1e-2)
+    # mmengine's LinearLR reaches its end factor on the last warm-up iteration
+    assert lr_at(4, 2) < 1e-2 and lr_at(4, 3) == pytest.approx(1e-2)
+    assert lr_at(5) == pytest.approx(1e-2)
     assert lr_at(54, 3) == pytest.approx(1e-2)
     assert lr_at(55) == pytest.approx(1e-3) and lr_at(67, 3) == pytest.approx(1e-3)
     assert lr_at(68) == pytest.approx(1e-4) and lr_at(79, 3) == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize('name,epochs,steps,batch', [('retinaface_mnet_250e', 250, (190, 220), 32),
+                                                     ('retinaface_r50_100e', 100, (70, 90), 24)])
+def test_reference_schedules(name, epochs, steps, batch):
+    cfg = load_config(f'configs/_base_/schedules/{name}.py')
+    assert cfg.auto_scale_lr.base_batch_size == batch
+    lrs = _lr_curve(cfg, epoch_length=1)
+    assert len(lrs) == epochs
+    expected = [1e-3 * 0.1**sum(e >= s for s in steps) for e in range(epochs)]
+    assert lrs == pytest.approx(expected)

@@ -11,6 +11,8 @@ import os.path as osp
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mmdet.registry import DATASETS, HOOKS, METRICS, MODELS
+from mmdet.structures import DetDataSample
 from mmengine.dist import get_dist_info
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
@@ -18,9 +20,6 @@ from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.structures import InstanceData
 from torch import nn
 from torch.utils.data import Dataset
-
-from mmdet.registry import DATASETS, HOOKS, METRICS, MODELS
-from mmdet.structures import DetDataSample
 
 NUM_FEATS = 4
 

@@ -102,11 +102,10 @@ def render(item) -> 'np.ndarray':  # noqa: F821
 def main(argv=None):
     args = parse_args(argv)
     import cv2
+    from mmdet.registry import DATASETS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmengine.utils import ProgressBar
-
-    from mmdet.registry import DATASETS
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:

@@ -2,7 +2,8 @@
 # 1,239 train images of five events with RetinaFace landmarks, and 11 val images.
 #
 # Held-out slice (fixed rule): every 10th image of retinaface_gt/train/label.txt in file order,
-# i.e. the images with 0-based index i % 10 == 0 (124 images, 652 faces, all five events).
+# i.e. the images with 0-based index i % 10 == 0 (124 images, 707 faces of which 650 have
+# landmarks; all five events).
 # Training uses the other 1,115 images; `held_out_dataloader` serves the slice (landmark NME,
 # all-faces AP). Val/test: the 11 shared val images with the official val ground truth
 # (eval_ground_truth/wider_face_val.mat; the other 3,215 val images are absent and skipped).

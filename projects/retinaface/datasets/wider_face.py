@@ -49,11 +49,10 @@ import os.path as osp
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
-from mmengine.fileio import get_local_path
-from mmengine.logging import print_log
-
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
+from mmengine.fileio import get_local_path
+from mmengine.logging import print_log
 
 NUM_KEYPOINTS = 5
 

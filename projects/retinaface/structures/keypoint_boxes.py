@@ -11,9 +11,8 @@ from typing import Optional, Sequence, Tuple, TypeVar, Union
 import cv2
 import numpy as np
 import torch
-from torch import Tensor
-
 from mmdet.structures.bbox import HorizontalBoxes, register_box, register_box_converter
+from torch import Tensor
 
 T = TypeVar('T')
 DeviceType = Union[str, torch.device]

@@ -1,6 +1,12 @@
 """Utilities. Importing this package installs safe (weights-only) checkpoint loading."""
-from .checkpoint_safety import (SAFE_GLOBALS, UnsafeCheckpointError, find_unsafe_globals,
-                                install, load_from_local, safe_load)
+from .checkpoint_safety import (
+    SAFE_GLOBALS,
+    UnsafeCheckpointError,
+    find_unsafe_globals,
+    install,
+    load_from_local,
+    safe_load,
+)
 from .dist_env import setup_cpu_distributed
 
 install()

@@ -219,7 +219,7 @@ def install() -> None:
     if not hasattr(torch.serialization, 'add_safe_globals'):  # torch < 2.4
         warnings.warn('torch < 2.4 has no torch.serialization.add_safe_globals: mmengine '
                       'checkpoints are loaded with torch\'s default (unsafe) unpickling. '
-                      'Upgrade torch for safe checkpoint loading.')
+                      'Upgrade torch for safe checkpoint loading.', stacklevel=2)
         _installed = True
         return
     torch.serialization.add_safe_globals(SAFE_GLOBALS)

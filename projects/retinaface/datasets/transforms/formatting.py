@@ -1,10 +1,10 @@
 """Pack images and face annotations (boxes + landmarks + vertices) into a DetDataSample."""
 import numpy as np
 import torch
-
 from mmdet.datasets.transforms import PackDetInputs
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import BaseBoxes, HorizontalBoxes
+
 from projects.retinaface.structures import KeypointBoxes
 
 

@@ -3,8 +3,8 @@ from typing import Optional
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-
 from mmdet.registry import TRANSFORMS
+
 from projects.retinaface.structures import KeypointBoxes
 
 

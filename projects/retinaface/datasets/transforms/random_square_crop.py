@@ -4,7 +4,6 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
-
 from mmdet.registry import TRANSFORMS
 
 

@@ -4,10 +4,9 @@ from numbers import Number
 from typing import Optional, Sequence
 
 import torch
+from mmdet.registry import HOOKS
 from mmengine.dist import get_dist_info
 from mmengine.hooks import Hook
-
-from mmdet.registry import HOOKS
 
 
 class NonFiniteLossError(RuntimeError):
