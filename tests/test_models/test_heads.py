@@ -250,7 +250,7 @@ def test_head_without_landmarks():
 # ----------------------------------------------------------------------------- prediction
 
 
-def _set(t, level_maps, level, a, y, x, values, per_anchor):
+def _set(level_maps, level, a, y, x, values, per_anchor):
     for j, v in enumerate(values):
         level_maps[level][0, a * per_anchor + j, y, x] = v
 
@@ -265,15 +265,15 @@ def _hand_outputs(head):
     d2 = [-.5] * 10
     d3 = [3.] * 10
     # anchor A: level 0, (y=3, x=4), a=0 -> centre (36, 28), size 16 -> [28, 20, 44, 36]
-    _set(None, cls, 0, 0, 3, 4, [5., -5.], 2)
-    _set(None, kpt, 0, 0, 3, 4, d1, 10)
+    _set(cls, 0, 0, 3, 4, [5., -5.], 2)
+    _set(kpt, 0, 0, 3, 4, d1, 10)
     # anchor B: level 1, (y=5, x=5), a=0 -> centre (88, 88), size 64 -> [56, 56, 120, 120]
-    _set(None, cls, 1, 0, 5, 5, [4., -4.], 2)
-    _set(None, kpt, 1, 0, 5, 5, d2, 10)
+    _set(cls, 1, 0, 5, 5, [4., -4.], 2)
+    _set(kpt, 1, 0, 5, 5, d2, 10)
     # anchor C: level 0, (y=3, x=5), a=0 -> centre (44, 28); dx=-5 moves it onto A
-    _set(None, cls, 0, 0, 3, 5, [3., -3.], 2)
-    _set(None, box, 0, 0, 3, 5, [-5., 0., 0., 0.], 4)
-    _set(None, kpt, 0, 0, 3, 5, d3, 10)
+    _set(cls, 0, 0, 3, 5, [3., -3.], 2)
+    _set(box, 0, 0, 3, 5, [-5., 0., 0., 0.], 4)
+    _set(kpt, 0, 0, 3, 5, d3, 10)
     exp_boxes = torch.tensor([[28., 20., 44., 36.], [56., 56., 120., 120.]])
     ctr = (exp_boxes[:, :2] + exp_boxes[:, 2:]) / 2
     wh = exp_boxes[:, 2:] - exp_boxes[:, :2]
@@ -313,7 +313,7 @@ def test_predict_vertices_rescaled():
     head = make_head(num_vertices=3)
     cls, box, kpt, _ = _hand_outputs(head)[0]
     vert = [torch.zeros(1, 18, IMG // s, IMG // s) for s in STRIDES]
-    _set(None, vert, 0, 0, 3, 4, [1., 2., 3.] * 3, 9)
+    _set(vert, 0, 0, 3, 4, [1., 2., 3.] * 3, 9)
     res = head.predict_by_feat(cls, box, kpt, vert, batch_img_metas=[meta((0.5, 0.25))],
                                rescale=True)[0]
     assert res.vertices.shape == (2, 3, 3)
@@ -440,3 +440,28 @@ def test_cascade_without_landmarks():
     res = head.predict_by_feat(*outs, batch_img_metas=[meta()],
                                cfg=dict(TEST_CFG, score_thr=0.0))[0]
     assert 'keypoints' not in res and len(res) > 0
+
+
+def test_plain_assigner_reads_landmarks_from_gt_instances():
+    wrapped = make_head()
+    plain = make_head(train_cfg=dict(TRAIN_CFG, assigner=TRAIN_CFG['assigner']['assigner']))
+    plain.load_state_dict(wrapped.state_dict())
+    outs = wrapped(feats(seed=4))
+    a = wrapped.loss_by_feat(*outs, [faces()], [meta()])
+    b = plain.loss_by_feat(*outs, [faces()], [meta()])
+    for k in a:
+        assert torch.allclose(a[k], b[k]), k
+    assert a['loss_kpt'] > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='landmark_coder'):
+        make_head(landmark_coder=dict(type='LandmarkCoder', num_keypoints=3))
+    with pytest.raises(ValueError, match='stacked_convs'):
+        make_head(stacked_convs=-1)
+    head = make_head()
+    gt = faces()
+    gt.keypoints = gt.keypoints[:, :3]
+    gt.keypoints_valid = gt.keypoints_valid[:, :3]
+    with pytest.raises(ValueError, match='num_keypoints'):
+        head.loss_by_feat(*head(feats()), [gt], [meta()])

@@ -1,4 +1,6 @@
 """The model bases (paper R50 cascade, MobileNet-0.25) and the mixing configs build and run."""
+import functools
+
 import pytest
 import torch
 from mmdet.registry import MODELS
@@ -17,12 +19,13 @@ MIX_RETINANET = 'configs/mixing/retinanet_r50_fpn_context_landmarks_wider.py'
 MIX_ATSS = 'configs/mixing/atss_r50_fpn_cascade_wider.py'
 
 
-def build(path, score_thr=None):
+@functools.lru_cache(maxsize=None)
+def build(path):
+    """Config and model (built once per file); score_thr 0 so untrained models predict."""
     cfg = load_config(path)
     if cfg.model.backbone.get('init_cfg') is not None:
         cfg.model.backbone.init_cfg = None  # no download in tests
-    if score_thr is not None:
-        cfg.model.test_cfg.score_thr = score_thr
+    cfg.model.test_cfg.score_thr = 0.0
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -100,7 +103,8 @@ def test_mnet_anchors_equal_reference_priorbox():
 
 @pytest.mark.parametrize('path,n', [(MNET, 1), (R50, 1), (MIX_RETINANET, 2), (MIX_ATSS, 2)])
 def test_configs_loss_and_predict(path, n):
-    cfg, model = build(path, score_thr=0.0)
+    cfg, model = build(path)
+    model.zero_grad()
     if 'mixing' in path:
         assert cfg.custom_imports == dict(imports=['projects.retinaface'],
                                           allow_failed_imports=False)

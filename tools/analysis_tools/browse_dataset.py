@@ -9,7 +9,7 @@ Example::
 Green boxes are faces, grey boxes ignored faces; landmarks are drawn as coloured dots numbered
 0-4 (left eye, right eye, nose, left and right mouth corner), dense vertices (if any) as small
 dots. Landmarks without annotation are not drawn. The config needs
-``custom_imports = dict(imports=['projects.retinaface'])`` (the dataset configs have it).
+``projects.retinaface`` is imported by the tool itself, so any dataset config works.
 """
 import argparse
 import os
@@ -111,6 +111,7 @@ def main(argv=None):
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmdet'))
+    import projects.retinaface  # noqa: F401  (registers our datasets/transforms for any config)
     dataset = DATASETS.build(cfg[f'{args.split}_dataloader']['dataset'])
     total = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
     if args.output_dir:

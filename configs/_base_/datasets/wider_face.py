@@ -15,7 +15,7 @@
 # Another location: --cfg-options train_dataloader.dataset.data_root=/path/ \
 #   val_dataloader.dataset.data_root=/path/ test_dataloader.dataset.data_root=/path/ \
 #   val_evaluator.gt_dir=/path/eval_ground_truth/ test_evaluator.gt_dir=/path/eval_ground_truth/
-custom_imports = dict(imports=['projects.retinaface'], allow_failed_imports=False)
+# custom_imports (projects.retinaface) comes from default_runtime.py or the top-level config.
 
 dataset_type = 'WIDERFaceDataset'
 data_root = '{{ fileDirname }}/../../../data/widerface/'
