@@ -7,7 +7,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The shared data folder sits beside the repository; RETINAFACE_SHARED overrides it.
 SHARED_DIR = Path(os.environ.get('RETINAFACE_SHARED', REPO_ROOT.parent / 'shared')).resolve()
-PYTHON = str(REPO_ROOT / '.venv' / 'bin' / 'python') if (REPO_ROOT / '.venv' / 'bin' / 'python').exists() else 'python'
+_VENV_PYTHON = REPO_ROOT / '.venv' / 'bin' / 'python'
+PYTHON = str(_VENV_PYTHON) if _VENV_PYTHON.exists() else 'python'
 
 
 def shared_path(*parts):
@@ -16,7 +17,7 @@ def shared_path(*parts):
 
 
 def requires_shared(*parts):
-    """Skip marker for tests that read ``../shared/<parts>``, with a reason naming what is missing."""
+    """Skip marker for tests reading ``../shared/<parts>``; the reason names what is missing."""
     path = shared_path(*parts)
     return pytest.mark.skipif(
         not path.exists(),

@@ -1,4 +1,5 @@
-# Test-mode variant of configs/retinaface_r50_fpn.py: see configs/_base_/test_modes/fixed640.py.
+# Test-mode variant of configs/retinaface_r50_fpn.py:
+# see configs/_base_/test_modes/fixed640.py.
 #   python tools/test.py configs/test_modes/retinaface_r50_fpn_fixed640.py CHECKPOINT
 _base_ = ['../retinaface_r50_fpn.py', '../_base_/test_modes/fixed640.py']
 
