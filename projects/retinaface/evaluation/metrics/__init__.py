@@ -1,4 +1,5 @@
+from .face_ap_metric import FaceAPMetric
 from .landmark_metric import LandmarkNMEMetric
 from .wider_face_metric import WIDERFaceMetric
 
-__all__ = ['WIDERFaceMetric', 'LandmarkNMEMetric']
+__all__ = ['WIDERFaceMetric', 'LandmarkNMEMetric', 'FaceAPMetric']
