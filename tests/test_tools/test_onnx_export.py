@@ -1,0 +1,263 @@
+"""ONNX export (tools/deployment/pytorch2onnx.py), the ONNX Runtime inference path
+(projects/retinaface/apis/onnx_inference.py) and INT8 quantisation (onnx_quantize.py)."""
+import importlib.util
+import os.path as osp
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from mmcv.ops import nms as mmcv_nms
+from mmdet.apis import inference_detector
+from mmdet.registry import TASK_UTILS
+
+from projects.retinaface.apis import build_test_pipeline
+from projects.retinaface.apis import onnx_inference as oi
+from tests.helpers import PYTHON, REPO_ROOT, requires_shared, shared_path
+
+CONFIG = str(REPO_ROOT / 'configs' / 'retinaface_mnet025_fpn.py')
+
+
+def _load_tool(rel, name):
+    spec = importlib.util.spec_from_file_location(name, osp.join(REPO_ROOT, rel))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+p2o = _load_tool('tools/deployment/pytorch2onnx.py', 'rf_pytorch2onnx')
+oq = _load_tool('tools/deployment/onnx_quantize.py', 'rf_onnx_quantize')
+
+
+def _random_model(score_thr=0.7):
+    """Random weights (fixed seed); the classifier widened so that scores spread over (0, 1)
+    (with the default init they all sit within 0.5 +- 0.003: near-ties everywhere)."""
+    torch.manual_seed(0)
+    model, cfg = p2o.build_model(CONFIG, None, {'model.test_cfg.score_thr': score_thr})
+    for conv in model.bbox_head.cls_heads:
+        torch.nn.init.normal_(conv.weight, std=20.0)
+    for conv in model.bbox_head.reg_heads:
+        torch.nn.init.normal_(conv.weight, std=0.05)
+    return model.eval(), cfg
+
+
+def _image(h, w, seed=0):
+    """A smooth random colour image (uint8 BGR)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, h // 16), max(2, w // 16), 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _match(ours, ref, tol=1e-3):
+    """Every ONNX detection matches a PyTorch one (boxes, keypoints within tol, same scores);
+    near-equal scores may be ordered differently."""
+    rb = ref.bboxes.numpy()
+    assert len(ours['scores']) == len(rb)
+    for i, box in enumerate(ours['bboxes']):
+        j = int(np.abs(rb - box).max(1).argmin())
+        assert np.abs(rb[j] - box).max() < tol
+        assert abs(float(ref.scores[j]) - float(ours['scores'][i])) < 1e-5
+        np.testing.assert_allclose(ours['keypoints'][i], ref.keypoints[j].numpy(), atol=tol)
+
+
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+    model, cfg = _random_model()
+    out = tmp_path_factory.mktemp('onnx')
+    files = {}
+    for decoded in (False, True):
+        files[decoded] = p2o.export_onnx(model, cfg, str(out / f'm_{int(decoded)}.onnx'),
+                                         shape=(64, 96), with_postprocess=decoded)
+    return model, cfg, files
+
+
+def test_metadata_and_dynamic_axes(exported):
+    import onnx
+    model, _, files = exported
+    proto = onnx.load(files[False])
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 'height', 'width']
+    assert [o.name for o in proto.graph.output] == list(oi.DELTA_OUTPUTS)
+    meta = oi.read_metadata(files[False])
+    head = model.bbox_head
+    assert meta['outputs'] == 'deltas' and oi.read_metadata(files[True])['outputs'] == 'decoded'
+    for lv, base, stride in zip(meta['levels'], head.prior_generator.base_anchors,
+                                head.prior_generator.strides):
+        np.testing.assert_array_equal(np.asarray(lv['base_anchors']), base.numpy())
+        assert lv['stride'] == [float(stride[0]), float(stride[1])]
+    assert meta['preprocess']['mean'] == [104.0, 117.0, 123.0]
+    assert meta['preprocess']['pad_size_divisor'] == 32 and meta['preprocess']['resize'] is None
+    assert meta['test_cfg']['score_thr'] == 0.7 and meta['test_cfg']['iou_threshold'] == 0.4
+    assert meta['landmarks'] == dict(num_keypoints=5, variance=0.1)
+
+
+@pytest.mark.parametrize('decoded', [False, True])
+def test_onnx_matches_pytorch_at_two_sizes(exported, decoded):
+    model, cfg, files = exported
+    det = oi.ONNXFaceDetector(files[decoded], num_threads=1)
+    pipeline = build_test_pipeline(cfg)
+    shapes = set()
+    for h, w in [(150, 200), (250, 130)]:
+        img = _image(h, w, seed=h)
+        ours = det(img)
+        ref = inference_detector(model, img, test_pipeline=pipeline).pred_instances
+        assert len(ref.scores) > 5  # a real comparison, not two empty sets
+        _match(ours, ref)
+        shapes.add(det.preprocess(img)[0].shape)
+    assert len(shapes) == 2  # two different network input sizes through one graph
+
+
+def test_anchors_and_coders_match_mmdet(exported):
+    model, _, files = exported
+    head = model.bbox_head
+    meta = oi.read_metadata(files[False])
+    sizes = oi.featmap_sizes((96, 160), meta['levels'])
+    assert sizes == [(12, 20), (6, 10), (3, 5)]
+    ours = oi.AnchorCache(meta['levels'])((96, 160))
+    ref = torch.cat(head.prior_generator.grid_priors(sizes, device='cpu')).numpy()
+    np.testing.assert_array_equal(ours, ref)
+
+    rng = np.random.default_rng(0)
+    deltas = rng.normal(0, 3, (ref.shape[0], 4)).astype(np.float32)  # large: hits the clamps
+    coder = TASK_UTILS.build(dict(type='DeltaXYWHBBoxCoder', target_means=(0., 0., 0., 0.),
+                                  target_stds=(0.1, 0.1, 0.2, 0.2)))
+    expected = coder.decode(torch.from_numpy(ref), torch.from_numpy(deltas), max_shape=(90, 150))
+    got = oi.decode_boxes(ours, deltas, meta['bbox_coder'], (90, 150))
+    np.testing.assert_allclose(got, expected.numpy(), atol=1e-4)
+    assert got[:, 2].max() == 150 and got[:, 3].max() == 90  # clipped to the image
+    kd = rng.normal(0, 1, (ref.shape[0], 10)).astype(np.float32)
+    np.testing.assert_allclose(
+        oi.decode_keypoints(ours, kd, 0.1),
+        head.landmark_coder.decode(torch.from_numpy(ref), torch.from_numpy(kd)).numpy(),
+        atol=1e-4)
+
+
+@pytest.mark.parametrize('backend', ['numpy', 'cv2'])
+def test_nms_matches_mmcv(backend):
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 300, (400, 2))
+    wh = rng.uniform(5, 60, (400, 2))
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = rng.permutation(400).astype(np.float32) / 400 + 0.001  # no ties
+    _, expected = mmcv_nms(torch.from_numpy(boxes), torch.from_numpy(scores), 0.4)
+    keep = oi.nms(boxes, scores, 0.4, backend=backend)
+    np.testing.assert_array_equal(keep, expected.numpy())
+    assert 0 < len(keep) < 400
+    np.testing.assert_array_equal(oi.nms(boxes, scores, 0.4, max_num=7, backend=backend),
+                                  expected.numpy()[:7])
+    with pytest.raises(ValueError, match='backend'):
+        oi.nms(boxes, scores, 0.4, backend='gpu')
+
+
+def test_preprocess_matches_mmdet_resize_and_padding():
+    from mmcv.transforms import Compose
+    from mmdet.models.data_preprocessors import DetDataPreprocessor
+    img = _image(70, 110, seed=3)
+    dp = DetDataPreprocessor(mean=[104., 117., 123.], std=[1., 1., 1.], bgr_to_rgb=False,
+                             pad_size_divisor=32)
+    for resize in (dict(scale=[100, 60], keep_ratio=True), dict(scale=[90, 45],
+                                                                  keep_ratio=False)):
+        pipe = Compose([dict(type='LoadImageFromNDArray'),
+                        dict(type='mmdet.Resize', scale=tuple(resize['scale']),
+                             keep_ratio=resize['keep_ratio']),
+                        dict(type='PackFaceInputs')])
+        data = pipe(dict(img=img.copy()))
+        ref = dp(dict(inputs=[data['inputs']], data_samples=[data['data_samples']]), False)
+        pre = dict(resize=resize, mean=[104., 117., 123.], std=[1., 1., 1.], bgr_to_rgb=False,
+                   pad_size_divisor=32, pad_value=0)
+        blob, meta = oi.preprocess(img, pre)
+        np.testing.assert_array_equal(blob, ref['inputs'].numpy())
+        sample = ref['data_samples'][0]
+        assert meta['img_shape'] == tuple(sample.img_shape)
+        np.testing.assert_allclose(meta['scale_factor'], sample.scale_factor)
+    with pytest.raises(ValueError, match='BGR image'):
+        oi.preprocess(img[..., 0], pre)
+
+
+def test_cli_and_errors(tmp_path, capsys):
+    out = tmp_path / 'cli.onnx'
+    assert p2o.main([CONFIG, 'none', str(out), '--shape', '64', '64', '--verify']) == 0
+    text = capsys.readouterr().out
+    diffs = [float(v) for v in text.strip().splitlines()[-1].split(':')[-1].split(',')]
+    assert len(diffs) == 2 and max(diffs) < 1e-3
+    with pytest.raises(ValueError, match='shape'):
+        p2o.export_onnx(*_random_model(), str(tmp_path / 'x.onnx'), shape=(0, 64))
+    with pytest.raises(SystemExit, match='checkpoint not found'):
+        p2o.main([CONFIG, str(tmp_path / 'missing.pth'), str(out)])
+    with pytest.raises(FileNotFoundError):
+        oi.ONNXFaceDetector(str(tmp_path / 'missing.onnx'))
+
+
+def test_deployment_module_needs_no_torch_or_mmdet(exported, tmp_path):
+    _, _, files = exported
+    img_path = tmp_path / 'img.jpg'
+    cv2.imwrite(str(img_path), _image(120, 160))
+    code = (
+        'import sys, importlib.util\n'
+        'for m in ("torch", "mmdet", "mmcv", "mmengine"): sys.modules[m] = None\n'
+        f'spec = importlib.util.spec_from_file_location("oi", {str(oi.__file__)!r})\n'
+        'oi = importlib.util.module_from_spec(spec); spec.loader.exec_module(oi)\n'
+        f'out = oi.ONNXFaceDetector({files[False]!r})({str(img_path)!r})\n'
+        'print(len(out["scores"]), out["keypoints"].shape[1:])\n')
+    res = subprocess.run([PYTHON, '-c', code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    n, shape = res.stdout.split(maxsplit=1)
+    assert int(n) > 0 and shape.strip() == '(5, 2)'
+
+
+def test_quantize_int8(exported, tmp_path):
+    import onnx
+    _, _, files = exported
+    calib_dir = tmp_path / 'calib' / 'event'
+    calib_dir.mkdir(parents=True)
+    for i in range(3):
+        cv2.imwrite(str(calib_dir / f'{i}.jpg'), _image(96 + 32 * i, 128, seed=10 + i))
+    images = oq.list_images(str(tmp_path / 'calib'))
+    calib, evaluation = oq.split_images(images, 2, 1)
+    assert len(set(calib) | set(evaluation)) == 3
+    out = str(tmp_path / 'int8.onnx')
+    assert oq.main([files[False], out, '--calib-dir', str(tmp_path / 'calib'),
+                    '--num-calib', '2']) == 0
+    proto = onnx.load(out)
+    ops = [n.op_type for n in proto.graph.node]
+    assert 'QuantizeLinear' in ops and 'DequantizeLinear' in ops
+    # the first conv stays in float (default --float-first-convs 7), later ones are INT8
+    inits = {i.name for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == 'Conv']
+    assert convs[0].input[1] in inits
+    dq_outputs = {n.output[0] for n in proto.graph.node if n.op_type == 'DequantizeLinear'}
+    assert any(c.input[1] in dq_outputs for c in convs[7:])
+    meta = oi.read_metadata(out)
+    assert meta['quantization']['num_calib'] == 2 and meta['quantization']['per_channel']
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert sorted(__import__('json').loads(props['retinaface.calibration_images'])) == sorted(
+        osp.relpath(p, tmp_path / 'calib') for p in calib)
+    det = oi.ONNXFaceDetector(out)
+    res = det(_image(100, 140))
+    assert res['bboxes'].shape[1] == 4 and res['keypoints'].shape[1:] == (5, 2)
+    with pytest.raises(ValueError, match='calibration'):
+        oq.split_images(images, 3, 1)
+
+
+WEIGHTS = ('weights', 'mobilenet0.25_Final.pth')
+
+
+@requires_shared(*WEIGHTS)
+@requires_shared('photos', 'group_img3.jpg')
+def test_real_weights_onnx_matches_pytorch(tmp_path):
+    conv = _load_tool('tools/model_converters/pytorch_retinaface_to_mmdet.py', 'rf_conv')
+    src = torch.load(str(shared_path(*WEIGHTS)), map_location='cpu', weights_only=True)
+    model, cfg = p2o.build_model(CONFIG, None)
+    model.load_state_dict(conv.convert_state_dict(src, 'mnet'), strict=True)
+    model.eval()
+    onnx_file = p2o.export_onnx(model, cfg, str(tmp_path / 'real.onnx'))
+    det = oi.ONNXFaceDetector(onnx_file, num_threads=1)
+    photo = cv2.imread(str(shared_path('photos', 'group_img3.jpg')))
+    pipeline = build_test_pipeline(cfg)
+    for w, h in [(480, 320), (400, 560)]:
+        img = cv2.resize(photo, (w, h))
+        ours = det(img)
+        ref = inference_detector(model, img, test_pipeline=pipeline).pred_instances
+        assert int((ref.scores > 0.5).sum()) >= 5  # real faces found
+        _match(ours, ref)

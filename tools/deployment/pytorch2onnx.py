@@ -1,0 +1,353 @@
+#!/usr/bin/env python
+"""Export a RetinaFace detector to ONNX with dynamic input height / width.
+
+Usage::
+
+    python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT OUT.onnx \\
+        [--shape 640 640] [--opset 17] [--simplify no] [--with-postprocess] [--verify]
+
+The graph takes the preprocessed image ``input`` (1, 3, H, W) float32 (BGR minus the mean for
+the MobileNet configs, padded to a multiple of 32; H and W are dynamic) and returns, over the
+``N`` anchors of that size in mmdet's order (level, then row-major cell, then anchor):
+
+- default: ``scores`` (1, N, C) (softmax / sigmoid applied), ``bbox_deltas`` (1, N, 4) and
+  ``kpt_deltas`` (1, N, 2K) - the raw head outputs, flattened. Anchors, decoding and NMS run in
+  the numpy post-processor of ``projects/retinaface/apis/onnx_inference.py``, which decodes
+  only the anchors above the score threshold (the fastest layout);
+- ``--with-postprocess``: ``scores``, ``boxes`` (1, N, 4) and ``keypoints`` (1, N, K, 2)
+  decoded inside the graph (anchors built in the graph from the feature map sizes) in
+  network-input pixels; the post-processor then only thresholds, clips, rescales and runs NMS.
+
+Everything the post-processor needs (anchors, box / landmark coders, test-pipeline resize,
+mean / std / padding, ``test_cfg``) is stored as JSON in the model's ``metadata_props``
+(key ``retinaface``), so the ``.onnx`` file alone is enough::
+
+    from projects.retinaface.apis.onnx_inference import ONNXFaceDetector
+    det = ONNXFaceDetector('retinaface.onnx')
+    out = det(cv2.imread('photo.jpg'))   # bboxes, scores, labels, keypoints (original pixels)
+
+The export uses the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``), which
+torch 2.13 still ships (deprecated) and which needs no extra package; the dynamo exporter
+would need ``onnxscript``. ``--simplify yes`` runs ``onnxsim`` if it is installed.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+import warnings
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+from mmengine.config import DictAction
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from projects.retinaface.apis.onnx_inference import (  # noqa: E402
+    DECODED_OUTPUTS,
+    DELTA_OUTPUTS,
+    METADATA_VERSION,
+    read_metadata,
+    write_metadata,
+)
+
+# Transforms of a test pipeline the ONNX pre-processing reproduces (others are refused).
+_LOADERS = ('LoadImageFromFile', 'LoadFaceAnnotations', 'LoadAnnotations', 'InferencerLoader',
+            'LoadImageFromNDArray', 'PackFaceInputs', 'PackDetInputs')
+
+
+# ---------------------------------------------------------------------------- model
+def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[dict] = None):
+    """Build the detector of ``config`` on CPU in eval mode and load ``checkpoint``
+    (random initialisation when None). Returns ``(model, cfg)``."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    from mmengine.runner import load_checkpoint
+
+    import projects.retinaface  # noqa: F401  (registers modules, safe checkpoint loading)
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(config) if isinstance(config, str) else config.copy()
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if 'init_cfg' in cfg.model.get('backbone', {}):
+        cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    if checkpoint is None:
+        model.init_weights()
+    else:
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    model.cfg = cfg
+    return model.eval(), cfg
+
+
+def _check_head(model):
+    from projects.retinaface.models.dense_heads import RetinaFaceHead
+    head = getattr(model, 'bbox_head', None)
+    if not isinstance(head, RetinaFaceHead) or type(head).__name__ != 'RetinaFaceHead':
+        raise NotImplementedError(
+            f'ONNX export supports detectors with a RetinaFaceHead, got '
+            f'{type(head).__name__}')
+    if head.num_vertices > 0:
+        raise NotImplementedError('ONNX export of the dense vertex branch is not supported')
+    return head
+
+
+class RetinaFaceONNXWrapper(nn.Module):
+    """The exported graph: backbone, neck(s) and head, outputs flattened in mmdet's anchor
+    order (see the module docstring); ``decoded=True`` also decodes every anchor."""
+
+    def __init__(self, model: nn.Module, decoded: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.head = _check_head(model)
+        self.decoded = decoded
+        gen = self.head.prior_generator
+        self.strides = [tuple(float(v) for v in s) for s in gen.strides]
+        for i, base in enumerate(gen.base_anchors):
+            self.register_buffer(f'base_anchors_{i}', base.float().clone(), persistent=False)
+
+    def _anchors(self, feat: torch.Tensor, level: int) -> torch.Tensor:
+        h, w = feat.shape[-2:]
+        sw, sh = self.strides[level]
+        xs = torch.arange(w, dtype=torch.float32) * sw
+        ys = torch.arange(h, dtype=torch.float32) * sh
+        yy, xx = torch.meshgrid(ys, xs, indexing='ij')
+        shifts = torch.stack([xx.reshape(-1), yy.reshape(-1)] * 2, dim=-1)
+        base = getattr(self, f'base_anchors_{level}')
+        return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
+
+    def forward(self, x: torch.Tensor):
+        head = self.head
+        cls_scores, bbox_preds, kpt_preds, _ = head(self.model.extract_feat(x))
+        logits = head._flatten(cls_scores, head.cls_out_channels)
+        if head.use_sigmoid_cls:
+            scores = logits.sigmoid()
+        else:
+            scores = logits.softmax(-1)[..., :-1]
+        deltas = head._flatten(bbox_preds, head.bbox_coder.encode_size)
+        kpts = head._flatten(kpt_preds, 2 * head.num_keypoints) if kpt_preds else None
+        if not self.decoded:
+            return (scores, deltas) if kpts is None else (scores, deltas, kpts)
+        anchors = torch.cat([self._anchors(c, i) for i, c in enumerate(cls_scores)])[None]
+        coder = head.bbox_coder
+        means = deltas.new_tensor(coder.means)
+        stds = deltas.new_tensor(coder.stds)
+        d = deltas * stds + means
+        pxy = (anchors[..., :2] + anchors[..., 2:]) * 0.5
+        pwh = anchors[..., 2:] - anchors[..., :2]
+        max_ratio = float(np.abs(np.log(16 / 1000)))
+        gxy = pxy + pwh * d[..., :2]
+        gwh = pwh * d[..., 2:].clamp(min=-max_ratio, max=max_ratio).exp()
+        boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
+        if kpts is None:
+            return scores, boxes
+        k = head.num_keypoints
+        var = head.landmark_coder.variance
+        points = kpts.reshape(kpts.shape[0], -1, k, 2) * (pwh * var)[:, :, None, :] \
+            + pxy[:, :, None, :]
+        return scores, boxes, points
+
+
+# ---------------------------------------------------------------------------- metadata
+def _transform_name(t) -> str:
+    name = t['type'] if isinstance(t, dict) else type(t).__name__
+    return name.split('.')[-1] if isinstance(name, str) else name.__name__
+
+
+def test_resize(cfg) -> Optional[dict]:
+    """The resize of the config's test pipeline: None (original size) or
+    ``dict(scale=[w, h], keep_ratio=bool)``; other transforms are refused."""
+    from mmdet.utils import get_test_pipeline_cfg
+    resize = None
+    for t in get_test_pipeline_cfg(cfg):
+        name = _transform_name(t)
+        if name in _LOADERS:
+            continue
+        if name != 'Resize' or resize is not None:
+            raise ValueError(f'test pipeline transform {name} is not supported by the ONNX '
+                             f'pre-processing (supported: one Resize, loaders, packers)')
+        if t.get('scale') is None or t.get('scale_factor') is not None:
+            raise ValueError('only Resize with a fixed `scale` is supported')
+        scale = t['scale']
+        scale = [int(scale), int(scale)] if isinstance(scale, (int, float)) else \
+            [int(s) for s in scale]
+        resize = dict(scale=scale, keep_ratio=bool(t.get('keep_ratio', False)))
+    return resize
+
+
+def build_metadata(model, cfg, decoded: bool = False) -> dict:
+    """JSON-serialisable metadata of the exported model (see ``onnx_inference``)."""
+    head = _check_head(model)
+    dp = model.data_preprocessor
+    if getattr(dp, '_enable_normalize', False):
+        mean = [float(v) for v in dp.mean.flatten()]
+        std = [float(v) for v in dp.std.flatten()]
+    else:
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    gen = head.prior_generator
+    levels = [dict(stride=[float(s[0]), float(s[1])],
+                   base_anchors=[[float(v) for v in row] for row in base.tolist()])
+              for s, base in zip(gen.strides, gen.base_anchors)]
+    coder = head.bbox_coder
+    if type(coder).__name__ != 'DeltaXYWHBBoxCoder':
+        raise NotImplementedError(f'bbox coder {type(coder).__name__} is not supported')
+    tcfg = head.test_cfg
+    if tcfg is None:
+        raise ValueError('the model has no test_cfg')
+    nms_cfg = tcfg.get('nms', None)
+    if nms_cfg is not None and nms_cfg.get('type', 'nms') != 'nms':
+        raise NotImplementedError(f'NMS type {nms_cfg.get("type")} is not supported')
+    classes = list((getattr(model, 'dataset_meta', None) or {}).get('classes', ('face', )))
+    return dict(
+        format_version=METADATA_VERSION,
+        outputs='decoded' if decoded else 'deltas',
+        output_names=list(DECODED_OUTPUTS if decoded else DELTA_OUTPUTS),
+        num_classes=int(head.num_classes),
+        classes=classes,
+        levels=levels,
+        bbox_coder=dict(
+            means=[float(v) for v in coder.means],
+            stds=[float(v) for v in coder.stds],
+            wh_ratio_clip=16 / 1000,
+            clip_border=bool(coder.clip_border),
+            add_ctr_clamp=bool(coder.add_ctr_clamp),
+            ctr_clamp=float(coder.ctr_clamp)),
+        landmarks=dict(num_keypoints=int(head.num_keypoints),
+                       variance=float(head.landmark_coder.variance))
+        if head.with_landmarks else None,
+        preprocess=dict(
+            resize=test_resize(cfg),
+            mean=mean,
+            std=std,
+            bgr_to_rgb=bool(getattr(dp, '_channel_conversion', False)),
+            pad_size_divisor=int(getattr(dp, 'pad_size_divisor', 1)),
+            pad_value=float(getattr(dp, 'pad_value', 0))),
+        test_cfg=dict(
+            score_thr=float(tcfg.get('score_thr', 0.0)),
+            nms_pre=int(tcfg.get('nms_pre', -1)),
+            iou_threshold=None if nms_cfg is None else float(nms_cfg['iou_threshold']),
+            max_per_img=int(tcfg.get('max_per_img', -1)),
+            min_bbox_size=float(tcfg.get('min_bbox_size', -1))))
+
+
+# ---------------------------------------------------------------------------- export
+def export_onnx(model,
+                cfg,
+                out_file: str,
+                shape: Sequence[int] = (640, 640),
+                opset: int = 17,
+                with_postprocess: bool = False,
+                simplify: bool = False) -> str:
+    """Export ``model`` (eval mode, CPU) to ``out_file`` with dynamic H / W and the metadata.
+
+    Args:
+        shape: (H, W) of the example input used for tracing.
+        opset: ONNX opset (11 or more).
+        with_postprocess: decode boxes / landmarks of every anchor in the graph.
+        simplify: run ``onnxsim`` on the result.
+    """
+    if len(shape) != 2 or min(shape) <= 0:
+        raise ValueError(f'shape must be two positive ints (H W), got {shape}')
+    if opset < 11:
+        raise ValueError(f'opset must be >= 11, got {opset}')
+    wrapper = RetinaFaceONNXWrapper(model.eval(), decoded=with_postprocess).eval()
+    names = list(DECODED_OUTPUTS if with_postprocess else DELTA_OUTPUTS)
+    if not model.bbox_head.with_landmarks:
+        names = names[:2]
+    dummy = torch.zeros(1, 3, int(shape[0]), int(shape[1]))
+    dynamic_axes = {'input': {2: 'height', 3: 'width'}}
+    dynamic_axes.update({n: {1: 'num_anchors'} for n in names})
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper, (dummy, ),
+                out_file,
+                dynamo=False,
+                opset_version=opset,
+                input_names=['input'],
+                output_names=names,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True)
+    if simplify:
+        try:
+            import onnxsim
+        except ImportError as e:
+            raise ImportError('--simplify yes needs onnxsim (pip install onnxsim)') from e
+        import onnx
+        simplified, ok = onnxsim.simplify(onnx.load(out_file))
+        if not ok:
+            raise RuntimeError('onnxsim could not validate the simplified model')
+        onnx.save(simplified, out_file)
+    meta = build_metadata(model, cfg, decoded=with_postprocess)
+    write_metadata(out_file, meta)
+    return out_file
+
+
+def verify_onnx(model, onnx_file: str, shapes: Sequence[Tuple[int, int]] = ((640, 640),
+                                                                             (480, 352)),
+                seed: int = 0) -> List[float]:
+    """Max abs difference of every output between PyTorch and ONNX Runtime for random inputs
+    of the given (H, W) sizes (checks the dynamic shapes)."""
+    import onnxruntime as ort
+    meta = read_metadata(onnx_file)
+    wrapper = RetinaFaceONNXWrapper(model.eval(), decoded=meta['outputs'] == 'decoded').eval()
+    sess = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    gen = torch.Generator().manual_seed(seed)
+    diffs = []
+    for h, w in shapes:
+        x = torch.randn(1, 3, h, w, generator=gen) * 50
+        with torch.no_grad():
+            ref = wrapper(x)
+        outs = sess.run(None, {'input': x.numpy()})
+        if len(outs) != len(ref):
+            raise RuntimeError(f'{len(outs)} ONNX outputs, {len(ref)} PyTorch outputs')
+        diffs.append(max(float(np.abs(o - r.numpy()).max()) for o, r in zip(outs, ref)))
+    return diffs
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Export a RetinaFace detector to ONNX')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file ("none": random weights)')
+    parser.add_argument('out', help='output .onnx file')
+    parser.add_argument('--shape', type=int, nargs=2, default=[640, 640], metavar=('H', 'W'),
+                        help='example input size used for tracing (H, W stay dynamic)')
+    parser.add_argument('--opset', type=int, default=17, help='ONNX opset version')
+    parser.add_argument('--simplify', choices=['no', 'yes'], default='no',
+                        help='run onnxsim on the exported model (needs onnxsim)')
+    parser.add_argument('--with-postprocess', action='store_true',
+                        help='decode boxes and landmarks of every anchor inside the graph')
+    parser.add_argument('--verify', action='store_true',
+                        help='compare ONNX Runtime and PyTorch outputs at two input sizes')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg_options = args.cfg_options
+    ckpt = None if args.checkpoint.lower() == 'none' else args.checkpoint
+    if ckpt is not None and not osp.isfile(ckpt):
+        raise SystemExit(f'checkpoint not found: {ckpt}')
+    model, cfg = build_model(args.config, ckpt, cfg_options)
+    export_onnx(model, cfg, args.out, shape=args.shape, opset=args.opset,
+                with_postprocess=args.with_postprocess, simplify=args.simplify == 'yes')
+    print(f'Saved {args.out} ({osp.getsize(args.out) / 1e6:.2f} MB, opset {args.opset}, '
+          f'outputs: {"decoded" if args.with_postprocess else "deltas"}, dynamic H/W)')
+    if args.verify:
+        h, w = args.shape
+        diffs = verify_onnx(model, args.out, shapes=[(h, w), (max(32, h - 128), w + 64)])
+        print('max |ONNX Runtime - PyTorch| per input size: ' +
+              ', '.join(f'{d:.3g}' for d in diffs))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
