@@ -180,38 +180,16 @@ class ReferenceBaseline:
 
 
 # ---------------------------------------------------------------------------- our PyTorch path
-def cache_grid_priors(prior_generator, max_size: int = 8) -> None:
-    """Make ``prior_generator.grid_priors`` return cached anchors per (feature sizes, dtype,
-    device) (an instance attribute; the class is untouched)."""
-    original = prior_generator.grid_priors
-    cache: 'OrderedDict[tuple, list]' = OrderedDict()
-
-    def grid_priors(featmap_sizes, dtype=torch.float32, device='cuda', **kwargs):
-        key = (tuple(tuple(int(v) for v in s) for s in featmap_sizes), dtype, str(device),
-               tuple(sorted(kwargs.items())))
-        hit = cache.get(key)
-        if hit is None:
-            hit = original(featmap_sizes, dtype=dtype, device=device, **kwargs)
-            cache[key] = hit
-            while len(cache) > max_size:
-                cache.popitem(last=False)
-        return hit
-
-    prior_generator.grid_priors = grid_priors
-
-
-def optimize_for_inference(model, fuse: bool = True, cache_anchors: bool = True,
-                           channels_last: bool = True):
+def optimize_for_inference(model, fuse: bool = True, channels_last: bool = True):
     """Inference-only speed-ups of our detector (in place): eval mode, Conv+BN fused
-    (``mmcv.cnn.fuse_conv_bn``), anchors cached per input size, channels_last weights (the
+    (``mmcv.cnn.fuse_conv_bn``) and channels_last weights (the
     input must then be made channels_last too, as :class:`PyTorchPath` does; depthwise convs
-    run about 1.5x faster on CPU that way)."""
+    run about 1.5x faster on CPU that way). Anchors are cached per input size by the model's
+    own ``CachedAnchorGenerator``."""
     from mmcv.cnn import fuse_conv_bn
     model.eval()
     if fuse:
         fuse_conv_bn(model)
-    if cache_anchors:
-        cache_grid_priors(model.bbox_head.prior_generator)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model

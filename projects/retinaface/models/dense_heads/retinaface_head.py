@@ -20,7 +20,7 @@ from ..task_modules.assigners.landmark_aware_assigner import landmark_annotation
 
 #: Reference MobileNet-0.25 anchors: sizes 16/32, 64/128, 256/512 centred in each cell.
 DEFAULT_ANCHOR_GENERATOR = dict(
-    type='AnchorGenerator',
+    type='CachedAnchorGenerator',
     strides=[8, 16, 32],
     ratios=[1.0],
     scales=[1, 2],

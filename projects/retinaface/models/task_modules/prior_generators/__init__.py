@@ -1,0 +1,3 @@
+from .cached_anchor_generator import CachedAnchorGenerator
+
+__all__ = ['CachedAnchorGenerator']
