@@ -12,7 +12,8 @@
 #   data/widerface/train/label.txt                     data/widerface/val/label.txt
 #   data/widerface/wider_face_split/wider_face_val_bbx_gt.txt (and the .mat files)
 #   data/widerface/eval_ground_truth/wider_{face,easy,medium,hard}_val.mat
-# Another location: WIDER_DATA_ROOT=/path/ (environment variable), or --cfg-options train_dataloader.dataset.data_root=/path/ \
+# Another location: WIDER_DATA_ROOT=/path/ (environment variable), or
+#   --cfg-options train_dataloader.dataset.data_root=/path/ \
 #   val_dataloader.dataset.data_root=/path/ test_dataloader.dataset.data_root=/path/ \
 #   val_evaluator.gt_dir=/path/eval_ground_truth/ test_evaluator.gt_dir=/path/eval_ground_truth/
 # custom_imports (projects.retinaface) comes from default_runtime.py or the top-level config.
