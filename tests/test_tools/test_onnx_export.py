@@ -150,6 +150,47 @@ def test_nms_matches_mmcv(backend):
         oi.nms(boxes, scores, 0.4, backend='gpu')
 
 
+@pytest.mark.parametrize('backend', ['numpy', 'cv2'])
+def test_nms_max_num_prefix_is_exact(backend):
+    """With max_num, NMS may stop after a prefix of the best candidates; the result must be
+    the first max_num boxes of the full NMS, also when the first prefix keeps too few (heavy
+    duplicates: the prefix has to grow) and with tied scores."""
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(0, 500, (60, 2))
+    xy = np.repeat(centres, 40, axis=0) + rng.normal(0, 1.5, (2400, 2))  # 40 near-copies each
+    wh = np.repeat(rng.uniform(10, 40, (60, 2)), 40, axis=0)
+    boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
+    scores = np.round(rng.uniform(0.02, 1, 2400), 2).astype(np.float32)  # many ties
+    # the full greedy NMS with ties kept in input order (test_nms_matches_mmcv checks the
+    # rule against mmcv without ties: mmcv's order of tied scores is not defined)
+    full = oi.nms_numpy(boxes, scores, 0.4)
+    assert 25 < len(full) < 400
+    assert len(oi.nms(boxes[:100], scores[:100], 0.4, max_num=50, backend=backend)) < 50
+    for max_num in (5, 25, len(full), 1000):
+        keep = oi.nms(boxes, scores, 0.4, max_num=max_num, backend=backend)
+        np.testing.assert_array_equal(keep, full[:max_num])
+
+
+@pytest.mark.parametrize('hw', [(37, 53), (64, 96)])
+def test_preprocess_normalise_matches_float32_formula(hw):
+    """The OpenCV uint8 -> float32 path gives exactly ``(x - mean) / std`` in float32, also
+    for non-integer means, BGR -> RGB, unpadded widths (strided destination) and pad values."""
+    img = _image(*hw, seed=7)
+    pre = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True,
+               pad_size_divisor=32, pad_value=3.5)
+    blob, meta = oi.preprocess(img, pre)
+    h, w = hw
+    assert blob.shape == (1, 3, -(-h // 32) * 32, -(-w // 32) * 32)
+    rgb = img[:, :, ::-1].astype(np.float32)
+    expected = (rgb - np.float32(pre['mean'])) / np.float32(pre['std'])
+    np.testing.assert_array_equal(blob[0, :, :h, :w], expected.transpose(2, 0, 1))
+    assert (blob[0, :, h:, :] == 3.5).all() and (blob[0, :, :, w:] == 3.5).all()
+    # a reused buffer gives the same values
+    again, _ = oi.preprocess(img, pre, out=blob)
+    assert again is blob
+    np.testing.assert_array_equal(again[0, :, :h, :w], expected.transpose(2, 0, 1))
+
+
 def test_preprocess_matches_mmdet_resize_and_padding():
     from mmcv.transforms import Compose
     from mmdet.models.data_preprocessors import DetDataPreprocessor
