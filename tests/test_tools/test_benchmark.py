@@ -1,5 +1,6 @@
 """tools/analysis_tools/benchmark.py: a tiny run through every path (no timing assertions),
-and the pieces of the reference baseline and of our PyTorch paths."""
+and the pieces of the reference baseline and of our PyTorch paths (the ``pytorch`` path,
+FastFaceDetector, is tested in tests/test_apis/test_fast_detector.py)."""
 import importlib.util
 import os.path as osp
 
@@ -96,53 +97,25 @@ def test_reference_baseline_pieces():
 
 
 def test_pytorch_paths_agree(tmp_path):
+    """The benchmark's ``pytorch`` path is the public FastFaceDetector (its own tests are in
+    tests/test_apis/test_fast_detector.py); on the same optimised model it gives the detections
+    of the generic mmdet flow (``pytorch_mmdet``)."""
+    from projects.retinaface.apis import FastFaceDetector
+    assert bm.FastFaceDetector is FastFaceDetector
     model, cfg = _model()
     bm.optimize_for_inference(model)
     assert model.backbone.stage1[0][1].__class__.__name__ == 'Identity'  # BN fused
     img = tmp_path / 'img.jpg'
     cv2.imwrite(str(img), _image(100, 150, seed=2))
-    lean = bm.PyTorchPath(model, cfg)(str(img))
     full = bm.MMDetPipelinePath(model, cfg)(str(img))
-    assert len(lean['scores']) > 5
-    np.testing.assert_allclose(lean['bboxes'], full['bboxes'], atol=1e-3)
-    np.testing.assert_allclose(lean['keypoints'], full['keypoints'], atol=1e-3)
+    for jit in (False, True):
+        fast = FastFaceDetector.from_model(model, cfg, jit=jit)
+        for _ in range(2 if jit else 1):
+            lean = fast(str(img))
+        assert len(lean['scores']) > 5
+        np.testing.assert_allclose(lean['bboxes'].numpy(), full['bboxes'], atol=1e-3)
+        np.testing.assert_allclose(lean['keypoints'].numpy(), full['keypoints'], atol=1e-3)
     # anchors are cached per input size: the same list object comes back
     gen = model.bbox_head.prior_generator
     a = gen.grid_priors([(4, 5), (2, 3), (1, 2)], device='cpu')
     assert gen.grid_priors([(4, 5), (2, 3), (1, 2)], device='cpu') is a
-
-
-def test_pytorch_jit_path_matches_eager(tmp_path):
-    """The traced + frozen oneDNN-fused forward of the pytorch path gives the eager outputs
-    (within 1e-4) at two input sizes (one trace each), and the same preprocessing as the
-    torch formula (channels_last, padding)."""
-    model, cfg = _model()
-    bm.optimize_for_inference(model)
-    eager = bm.PyTorchPath(model, cfg)
-    jit = bm.PyTorchPath(model, cfg, jit=True)
-    for h, w in ((100, 150), (64, 64)):
-        img = _image(h, w, seed=4)
-        x, meta = jit.preprocess(img)
-        assert x.is_contiguous(memory_format=torch.channels_last)
-        hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
-        assert tuple(x.shape) == (1, 3, hp, wp) and meta['pad_shape'] == (hp, wp)
-        mean = torch.tensor([104., 117., 123.]).view(1, 3, 1, 1)
-        ref_x = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None] - mean
-        torch.testing.assert_close(x[:, :, :h, :w], ref_x, rtol=0, atol=0)
-        assert (x[:, :, h:] == 0).all() and (x[:, :, :, w:] == 0).all()
-        with torch.inference_mode():
-            ref = eager.network(x)
-            for _ in range(3):  # the profiling executor compiles on the first calls
-                out = jit.network(x)
-        assert [o is None for o in out] == [o is None for o in ref]
-        for a_list, b_list in zip(out, ref):
-            for a, b in zip(a_list or [], b_list or []):
-                assert a.shape == b.shape
-                torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
-    assert len(jit._traced) == 2
-    img_file = tmp_path / 'img.jpg'
-    cv2.imwrite(str(img_file), _image(100, 150, seed=2))
-    a, b = eager(str(img_file)), jit(str(img_file))
-    assert len(a['scores']) > 5
-    np.testing.assert_allclose(b['bboxes'], a['bboxes'], atol=1e-3)
-    np.testing.assert_allclose(b['keypoints'], a['keypoints'], atol=1e-3)

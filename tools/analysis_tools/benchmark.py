@@ -20,13 +20,14 @@ original-image pixels. Paths:
   ``PriorBox`` anchors rebuilt with Python loops on every call, decoding of *all* anchors, then
   the score threshold, top-k 5000, a pure-numpy greedy NMS (``py_cpu_nms`` style, +1 pixel
   areas) and the first 750 detections.
-- ``pytorch``: our mmdet model on CPU with the inference optimisations of
-  :func:`optimize_for_inference` (Conv+BN fused, channels_last, anchors cached per input size,
-  ``torch.inference_mode``), lean pre-processing (:class:`PyTorchPath`: OpenCV normalises the
-  decoded image straight into a reused channels_last buffer) and, unless ``--no-jit``, the
-  backbone + necks + head run as a frozen TorchScript trace with oneDNN graph fusion (about
-  1.5x faster at 1 thread; outputs within ~5e-5 of eager, the same faces); the head's
-  ``predict_by_feat`` (threshold before decoding, mmcv NMS) is unchanged.
+- ``pytorch``: the public API ``FastFaceDetector``
+  (``projects/retinaface/apis/fast_detector.py``): our mmdet model on CPU with the inference
+  optimisations of ``optimize_for_inference`` (Conv+BN fused, channels_last, anchors cached per
+  input size, ``torch.inference_mode``), lean pre-processing (OpenCV normalises the decoded
+  image straight into a reused channels_last buffer) and, unless ``--no-jit``, the backbone +
+  necks + head run as a frozen TorchScript trace with oneDNN graph fusion (about 1.5x faster at
+  1 thread; outputs within ~5e-5 of eager, the same faces); the head's ``predict_by_feat``
+  (threshold before decoding, mmcv NMS) is unchanged.
 - ``pytorch_mmdet``: the same optimised model through the generic mmdet flow of
   ``inference_detector`` (test pipeline, ``DetDataPreprocessor``, ``test_step``), which costs
   a few extra copies of the image.
@@ -69,6 +70,11 @@ if REPO_ROOT not in sys.path:
 SHARED = osp.join(REPO_ROOT, '..', 'shared')
 DEFAULT_PHOTO = osp.join(SHARED, 'photos', 'group_img3.jpg')
 DEFAULT_CALIB = osp.join(SHARED, 'data', 'widerface', 'WIDER_train', 'images')
+from projects.retinaface.apis.fast_detector import (  # noqa: E402
+    FastFaceDetector,
+    optimize_for_inference,
+)
+
 NAMED_SIZES = {'vga': (640, 480), 'hd': (1920, 1080)}
 ALL_PATHS = ('reference', 'pytorch', 'pytorch_mmdet', 'ort_fp32', 'ort_int8')
 
@@ -182,151 +188,8 @@ class ReferenceBaseline:
                     keypoints=kpts[keep].reshape(-1, 5, 2))
 
 
-# ---------------------------------------------------------------------------- our PyTorch path
-def optimize_for_inference(model, fuse: bool = True, channels_last: bool = True):
-    """Inference-only speed-ups of our detector (in place): eval mode, Conv+BN fused
-    (``mmcv.cnn.fuse_conv_bn``) and channels_last weights (the
-    input must then be made channels_last too, as :class:`PyTorchPath` does; depthwise convs
-    run about 1.5x faster on CPU that way). Anchors are cached per input size by the model's
-    own ``CachedAnchorGenerator``."""
-    from mmcv.cnn import fuse_conv_bn
-    model.eval()
-    if fuse:
-        fuse_conv_bn(model)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    return model
-
-
-class PyTorchPath:
-    """Our model with lean pre-processing: ``cv2.imread`` (what mmcv's ``LoadImageFromFile``
-    runs), the config's test resize (mmcv), then the ``DetDataPreprocessor`` math (float,
-    ``(x - mean) / std``, zero padding to ``pad_size_divisor``) written straight into a
-    channels_last buffer (the decoded HWC image already is channels_last), then
-    ``extract_feat``, the head (eager, or with ``jit`` a frozen TorchScript trace with oneDNN
-    fusion, see :meth:`network`) and ``predict_by_feat`` (threshold before decoding, mmcv NMS)
-    under ``torch.inference_mode``. Same numbers as :class:`MMDetPipelinePath` (``jit``: within
-    ~1e-4), without the copies of the generic pipeline."""
-
-    def __init__(self, model, cfg, channels_last: bool = True, jit: bool = False) -> None:
-        p2o = _load_tool('tools/deployment/pytorch2onnx.py', 'retinaface_pytorch2onnx')
-        dp = model.data_preprocessor
-        self.model = model
-        self.jit = jit
-        self._traced: 'OrderedDict[tuple, tuple]' = OrderedDict()
-        self.resize = p2o.test_resize(cfg)
-        self.mean = dp.mean.view(1, 3, 1, 1).float() if dp._enable_normalize else None
-        self.std = dp.std.view(1, 3, 1, 1).float() if dp._enable_normalize else None
-        self.bgr_to_rgb = bool(dp._channel_conversion)
-        self.div = int(dp.pad_size_divisor)
-        self.pad_value = float(dp.pad_value)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if self.mean is not None:
-            self._mean_cv = tuple(float(v) for v in self.mean.reshape(3)) + (0.0, )
-            std = self.std.reshape(3).numpy().astype(np.float32)
-            self._std_np = None if bool((std == 1).all()) else std
-        self._buffers: Dict[Tuple[int, int], np.ndarray] = {}
-
-    def preprocess(self, img: np.ndarray) -> Tuple[torch.Tensor, dict]:
-        import mmcv
-        ori_h, ori_w = img.shape[:2]
-        if self.resize is not None:
-            scale = tuple(self.resize['scale'])
-            if self.resize['keep_ratio']:
-                img = mmcv.imrescale(img, scale, interpolation='bilinear')
-            else:
-                img = mmcv.imresize(img, scale, interpolation='bilinear')
-        h, w = img.shape[:2]
-        hp, wp = -(-h // self.div) * self.div, -(-w // self.div) * self.div
-        if self.bgr_to_rgb:
-            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        if self.memory_format == torch.channels_last:
-            # (Hp, Wp, 3) float32 numpy buffer, reused per size (only the image part is
-            # written, the padding keeps pad_value): a (1, 3, Hp, Wp) channels_last view of
-            # it is the network input. OpenCV's SIMD uint8 -> float32 subtraction gives the
-            # same float32 values as torch's (x - mean is exact for uint8 x and the float32
-            # mean, then rounded once) about 30x faster than the strided torch ops at 1 thread.
-            buf = self._buffers.get((hp, wp))
-            if buf is None:
-                buf = np.full((hp, wp, 3), self.pad_value, dtype=np.float32)
-                self._buffers = {(hp, wp): buf}
-            dst = buf[:h, :w]
-            if self.mean is not None:
-                res = cv2.subtract(img, self._mean_cv, dst=dst, dtype=cv2.CV_32F)
-                if not np.shares_memory(res, buf):
-                    dst[...] = res
-                if self._std_np is not None:
-                    np.divide(dst, self._std_np, out=dst)
-            else:
-                dst[...] = img
-            out = torch.from_numpy(buf).permute(2, 0, 1)[None]
-        else:
-            x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None]
-            out = torch.full((1, 3, hp, wp), self.pad_value)
-            if self.mean is not None:
-                torch.sub(x, self.mean, out=out[:, :, :h, :w])
-                out[:, :, :h, :w].div_(self.std)
-            else:
-                out[:, :, :h, :w] = x
-        meta = dict(ori_shape=(ori_h, ori_w), img_shape=(h, w), pad_shape=(hp, wp),
-                    batch_input_shape=(hp, wp), scale_factor=(w / ori_w, h / ori_h))
-        return out, meta
-
-    def network(self, x: torch.Tensor) -> tuple:
-        """Backbone, necks and head: the head's outputs (``cls_scores``, ``bbox_preds``,
-        ``kpt_preds``, ``vert_preds``). With ``jit``, a TorchScript trace of them (traced, frozen
-        and run with oneDNN graph fusion: Conv + LeakyReLU / Add fused, about 1.5x faster at 1
-        thread, outputs within ~5e-5 of eager) is built per input shape (the last 4 are kept;
-        the first calls of each shape profile and compile it: warm up)."""
-        if not self.jit:
-            return self.model.bbox_head(self.model.extract_feat(x))
-        key = tuple(x.shape)
-        entry = self._traced.get(key)
-        if entry is None:
-            entry = self._trace(x)
-            self._traced[key] = entry
-            while len(self._traced) > 4:
-                self._traced.popitem(last=False)
-        traced, present = entry
-        was = torch.jit.onednn_fusion_enabled()
-        torch.jit.enable_onednn_fusion(True)
-        try:
-            flat = iter(traced(x))
-        finally:
-            torch.jit.enable_onednn_fusion(was)
-        return tuple(list(next(flat)) if p else None for p in present)
-
-    def _trace(self, x: torch.Tensor) -> tuple:
-        model = self.model
-        with torch.no_grad():
-            present = tuple(o is not None for o in model.bbox_head(model.extract_feat(x)))
-
-            class _Net(torch.nn.Module):
-
-                def __init__(self):
-                    super().__init__()
-                    self.model = model
-
-                def forward(self, inp):
-                    outs = self.model.bbox_head(self.model.extract_feat(inp))
-                    return tuple(tuple(o) for o in outs if o is not None)
-
-            traced = torch.jit.trace(_Net().eval(), x, check_trace=False)
-            return torch.jit.freeze(traced), present
-
-    def __call__(self, path: str) -> Dict[str, np.ndarray]:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f'cannot read {path}')
-        with torch.inference_mode():
-            x, meta = self.preprocess(img)
-            head = self.model.bbox_head
-            outs = self.network(x)
-            pred = head.predict_by_feat(*outs, batch_img_metas=[meta], rescale=True)[0]
-        out = dict(bboxes=pred.bboxes.numpy(), scores=pred.scores.numpy())
-        if 'keypoints' in pred:
-            out['keypoints'] = pred.keypoints.numpy()
-        return out
+# ---------------------------------------------------------------------------- our PyTorch paths
+# The ``pytorch`` path is the public API ``FastFaceDetector`` (projects/retinaface/apis).
 
 
 class MMDetPipelinePath:
@@ -487,9 +350,8 @@ def main(argv=None) -> int:
             paths['reference'] = ReferenceBaseline(ref_model)
         cl = not args.no_channels_last
         if 'pytorch' in args.paths:
-            model, cfg = p2o.build_model(args.config, ckpt)
-            paths['pytorch'] = PyTorchPath(
-                optimize_for_inference(model, channels_last=cl), cfg, cl, jit=not args.no_jit)
+            paths['pytorch'] = FastFaceDetector(args.config, ckpt, device='cpu',
+                                                jit=not args.no_jit, channels_last=cl)
         if 'pytorch_mmdet' in args.paths:
             model, cfg = p2o.build_model(args.config, ckpt)
             paths['pytorch_mmdet'] = MMDetPipelinePath(

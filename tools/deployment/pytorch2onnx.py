@@ -46,6 +46,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
+from projects.retinaface.apis.fast_detector import pipeline_resize  # noqa: E402
 from projects.retinaface.apis.onnx_inference import (  # noqa: E402
     DECODED_OUTPUTS,
     DELTA_OUTPUTS,
@@ -53,10 +54,6 @@ from projects.retinaface.apis.onnx_inference import (  # noqa: E402
     read_metadata,
     write_metadata,
 )
-
-# Transforms of a test pipeline the ONNX pre-processing reproduces (others are refused).
-_LOADERS = ('LoadImageFromFile', 'LoadFaceAnnotations', 'LoadAnnotations', 'InferencerLoader',
-            'LoadImageFromNDArray', 'PackFaceInputs', 'PackDetInputs')
 
 
 # ---------------------------------------------------------------------------- model
@@ -153,30 +150,18 @@ class RetinaFaceONNXWrapper(nn.Module):
 
 
 # ---------------------------------------------------------------------------- metadata
-def _transform_name(t) -> str:
-    name = t['type'] if isinstance(t, dict) else type(t).__name__
-    return name.split('.')[-1] if isinstance(name, str) else name.__name__
-
-
 def test_resize(cfg) -> Optional[dict]:
-    """The resize of the config's test pipeline: None (original size) or
-    ``dict(scale=[w, h], keep_ratio=bool)``; other transforms are refused."""
-    from mmdet.utils import get_test_pipeline_cfg
-    resize = None
-    for t in get_test_pipeline_cfg(cfg):
-        name = _transform_name(t)
-        if name in _LOADERS:
-            continue
-        if name != 'Resize' or resize is not None:
-            raise ValueError(f'test pipeline transform {name} is not supported by the ONNX '
-                             f'pre-processing (supported: one Resize, loaders, packers)')
-        if t.get('scale') is None or t.get('scale_factor') is not None:
-            raise ValueError('only Resize with a fixed `scale` is supported')
-        scale = t['scale']
-        scale = [int(scale), int(scale)] if isinstance(scale, (int, float)) else \
-            [int(s) for s in scale]
-        resize = dict(scale=scale, keep_ratio=bool(t.get('keep_ratio', False)))
-    return resize
+    """The resize of the config's test pipeline as stored in the ONNX metadata: None (original
+    size) or ``dict(scale=[w, h], keep_ratio=bool)``. The pipeline rules are those of
+    :class:`FastFaceDetector` (one fixed-scale ``Resize`` besides loaders and packers); the ONNX
+    pre-processing resizes bilinearly, so other interpolations are refused."""
+    resize = pipeline_resize(cfg)
+    if resize is None:
+        return None
+    if resize['interpolation'] != 'bilinear':
+        raise ValueError(f"Resize interpolation {resize['interpolation']!r} is not supported by "
+                         'the ONNX pre-processing (only bilinear)')
+    return dict(scale=[int(v) for v in resize['scale']], keep_ratio=resize['keep_ratio'])
 
 
 def build_metadata(model, cfg, decoded: bool = False) -> dict:

@@ -25,10 +25,12 @@ from .face_inferencer import (
     landmark_fields,
     uninstall_det_inferencer_landmarks,
 )
+from .fast_detector import FastFaceDetector
 
 install_det_inferencer_landmarks()
 
 __all__ = [
+    'FastFaceDetector',
     'FaceInferencer', 'build_test_pipeline', 'drop_annotation_loaders', 'landmark_fields',
     'install_det_inferencer_landmarks', 'uninstall_det_inferencer_landmarks',
     'ARCFACE_TEMPLATE', 'arcface_template', 'align_face', 'align_faces', 'clip_boxes',
