@@ -65,9 +65,14 @@ def test_flip_twice_is_identity_and_swaps_order():
             assert f.keypoints_valid[1].tolist() == [1, 0, 1, 1, 1]
             assert f.vertices[0, 0, 0].item() == 300 - orig.vertices[0, 0, 0].item()
             assert f.vertices[0, 0, 2].item() == orig.vertices[0, 0, 2].item()
-        if direction == 'vertical':  # no left/right swap
+        if direction == 'vertical':  # a mirror image too: mirrored y and swapped
+            assert f.keypoints_valid[1].tolist() == [1, 0, 1, 1, 1]
+            assert f.keypoints[0, 0, 1].item() == 200 - orig.keypoints[0, 1, 1].item()
+            assert f.keypoints[0, 0, 0].item() == orig.keypoints[0, 1, 0].item()
+        if direction == 'diagonal':  # a 180 degree rotation: both mirrored, no swap
             assert f.keypoints_valid[1].tolist() == [0, 1, 1, 1, 1]
-            assert f.keypoints[0, 0, 1].item() == 200 - orig.keypoints[0, 0, 1].item()
+            assert f.keypoints[0, 0].tolist() == [300 - orig.keypoints[0, 0, 0].item(),
+                                                  200 - orig.keypoints[0, 0, 1].item()]
         f.flip_((200, 300), direction)
         assert torch.equal(f.tensor, orig.tensor)
         assert torch.equal(f.keypoints, orig.keypoints)
@@ -173,8 +178,9 @@ def test_stock_transforms_move_landmarks(transform):
     b = out['gt_bboxes']
     assert isinstance(b, KeypointBoxes) and len(b) == 2
     if isinstance(transform, RandomFlip) and transform.direction == 'vertical':
-        # vertical flip: corners swap top/bottom without re-ordering -> check mirrored y
-        assert b.keypoints[0, 0].tolist() == [10., 100 - 20.]
+        # vertical flip = mirror image: y mirrored and left/right swapped, so the old point 0
+        # (top-left corner (10, 20)) is now point 1 at (10, 100 - 20)
+        assert b.keypoints[0, 1].tolist() == [10., 100 - 20.]
     else:
         assert_corner_layout(b)
     assert b.keypoints_valid[1].sum().item() == 0  # invalid stays invalid
@@ -194,3 +200,21 @@ def test_stock_crops_keep_landmarks_aligned(seed):
         b = out['gt_bboxes']
         assert len(b) == len(out['gt_bboxes_labels']) == len(out['gt_ignore_flags'])
         assert_corner_layout(b)
+
+
+def test_diagonal_flip_equals_rotation_by_180_degrees():
+    """A diagonal flip is a 180 degree rotation of the image: same boxes, same keypoint order as
+    rotate_; a vertical flip equals rotating by 180 degrees then flipping horizontally."""
+    b = corner_boxes([[40, 30, 60, 70]])
+    b.keypoints[0] = torch.tensor([[40., 40.], [60., 40.], [50., 50.], [42., 60.], [58., 60.]])
+    img_shape = (100, 200)
+    diag = b.clone()
+    diag.flip_(img_shape, 'diagonal')
+    rot = b.clone()
+    rot.rotate_((100., 50.), 180)  # centre (x, y) of the 200 x 100 image
+    torch.testing.assert_close(diag.tensor, rot.tensor, atol=1e-4, rtol=0)
+    torch.testing.assert_close(diag.keypoints, rot.keypoints, atol=1e-4, rtol=0)
+    vert = b.clone()
+    vert.flip_(img_shape, 'vertical')
+    rot.flip_(img_shape, 'horizontal')
+    torch.testing.assert_close(vert.keypoints, rot.keypoints, atol=1e-4, rtol=0)

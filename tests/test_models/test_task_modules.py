@@ -148,6 +148,15 @@ def test_landmark_aware_assigner_no_faces_and_ignore():
     ignore = InstanceData(bboxes=HorizontalBoxes(torch.tensor([[195., 195., 225., 225.]])))
     res = assigner.assign(InstanceData(priors=_PRIORS), _gt(), ignore)
     assert res.gt_inds.tolist() == [1, 1, 2, -1, 2]
+    # ... also when the ignored face is the image's only face (mmdet's MaxIoUAssigner alone
+    # would return every prior as background there and drop the ignore mask)
+    plain = TASK_UTILS.build(_MAXIOU).assign(InstanceData(priors=_PRIORS), empty, ignore)
+    assert plain.gt_inds.tolist() == [0, 0, 0, 0, 0]
+    res = assigner.assign(InstanceData(priors=_PRIORS), empty, ignore)
+    assert res.gt_inds.tolist() == [0, 0, 0, -1, 0]
+    # without ignore_iof_thr nothing is ignored, as in the wrapped assigner
+    no_thr = LandmarkAwareAssigner(assigner=dict(_MAXIOU, ignore_iof_thr=-1))
+    assert no_thr.assign(InstanceData(priors=_PRIORS), empty, ignore).gt_inds.tolist() == [0] * 5
 
 
 def test_landmark_aware_assigner_wraps_atss_by_keyword():

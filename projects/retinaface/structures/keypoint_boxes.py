@@ -42,10 +42,12 @@ class KeypointBoxes(HorizontalBoxes):
 
     Geometric behaviour:
 
-    - ``flip_``: mirrors x (horizontal), y (vertical) or both (diagonal). Whenever x is mirrored
-      (horizontal, diagonal) the keypoints are re-ordered with ``flip_indices`` (default
-      ``(1, 0, 2, 4, 3)`` for K = 5: left/right eyes and mouth corners swap) and the vertices
-      with ``vertex_flip_indices`` (default: no re-ordering). z is unchanged.
+    - ``flip_``: mirrors x (horizontal), y (vertical) or both (diagonal). A mirror about one axis
+      (horizontal or vertical) turns a face into its mirror image, so the keypoints are
+      re-ordered with ``flip_indices`` (default ``(1, 0, 2, 4, 3)`` for K = 5: left/right eyes
+      and mouth corners swap) and the vertices with ``vertex_flip_indices`` (default: no
+      re-ordering). A diagonal flip mirrors both axes, i.e. rotates by 180 degrees, so nothing
+      is re-ordered (as in ``rotate_``). z is unchanged.
     - ``translate_`` / ``rescale_`` / ``project_`` / ``rotate_`` move keypoints and the x, y of
       vertices like the image; z is multiplied by the geometric mean scale of the transform.
     - ``resize_`` changes box extents about their centres only (landmarks stay where they are in
@@ -324,7 +326,9 @@ class KeypointBoxes(HorizontalBoxes):
         if mirror_y:
             kpts[..., 1] = h - kpts[..., 1]
         kvalid = self.keypoints_valid
-        if mirror_x:
+        # one mirrored axis = a mirror image (left/right swap); both = a 180 degree rotation
+        relabel = mirror_x != mirror_y
+        if relabel:
             order = list(self.flip_indices)
             kpts = kpts[..., order, :]
             kvalid = kvalid[..., order]
@@ -336,7 +340,7 @@ class KeypointBoxes(HorizontalBoxes):
                 verts[..., 0] = w - verts[..., 0]
             if mirror_y:
                 verts[..., 1] = h - verts[..., 1]
-            if mirror_x and self.vertex_flip_indices is not None:
+            if relabel and self.vertex_flip_indices is not None:
                 verts = verts[..., list(self.vertex_flip_indices), :]
             self.vertices = verts.contiguous()
 

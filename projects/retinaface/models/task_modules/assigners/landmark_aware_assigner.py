@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 from mmdet.models.task_modules.assigners import AssignResult, BaseAssigner
 from mmdet.registry import TASK_UTILS
+from mmdet.structures.bbox import bbox_overlaps, get_box_tensor
 from mmdet.utils import ConfigType
 from mmengine.structures import InstanceData
 
@@ -55,9 +56,34 @@ class LandmarkAwareAssigner(BaseAssigner):
             gt_instances=gt_instances,
             gt_instances_ignore=gt_instances_ignore,
             **kwargs)
+        self._ignore_without_gts(result, pred_instances, gt_instances, gt_instances_ignore)
         for key, value in self.gt_annotations(gt_instances).items():
             result.set_extra_property(key, value)
         return result
+
+    def _ignore_without_gts(self, result: AssignResult, pred_instances: InstanceData,
+                            gt_instances: InstanceData,
+                            gt_instances_ignore: Optional[InstanceData]) -> None:
+        """Keep ignored faces ignored in an image with no other face.
+
+        mmdet's ``MaxIoUAssigner`` (and ``ATSSAssigner``) return early when there is no ground
+        truth and mark every prior negative, dropping the ``ignore_iof_thr`` mask: the anchors
+        on an ignored face (WIDER's ``invalid`` faces) would then be trained as background, and
+        OHEM would pick exactly them as the hardest negatives. Here priors whose IoF with an
+        ignored box exceeds the wrapped assigner's ``ignore_iof_thr`` are set to ignored (-1)
+        in that case, as they are when the image also has a regular face.
+        """
+        thr = getattr(self.assigner, 'ignore_iof_thr', -1)
+        if (len(gt_instances) > 0 or gt_instances_ignore is None or len(gt_instances_ignore) == 0
+                or thr is None or thr <= 0):
+            return
+        priors = get_box_tensor(pred_instances.priors)
+        ignore_boxes = get_box_tensor(gt_instances_ignore.bboxes).to(priors)
+        if getattr(self.assigner, 'ignore_wrt_candidates', True):
+            iof = bbox_overlaps(priors, ignore_boxes, mode='iof').max(dim=1).values
+        else:
+            iof = bbox_overlaps(ignore_boxes, priors, mode='iof').max(dim=0).values
+        result.gt_inds[iof > thr] = -1
 
     def gt_annotations(self, gt_instances: InstanceData) -> dict:
         """Per-face landmark (and vertex) arrays with validity, checked for consistent shapes."""
