@@ -133,5 +133,15 @@ def test_face_crops_tool(toy_files, tmp_path):
     assert (out / 'head' / 'sub__b_0.jpg').is_file()
 
 
+def test_face_crops_unique_output_names(tmp_path):
+    """Images sharing a stem (a.jpg, a.png) must not overwrite each other's crops."""
+    tool = load_script('tools/misc/face_crops.py')
+    for name in ('a.jpg', 'a.png', 'b.jpg', 'a_jpg.png'):
+        (tmp_path / name).write_bytes(b'')
+    stems = dict((osp_name(p), s) for p, s in tool.list_images(str(tmp_path)))
+    # clashing stems get their extension; a stem that then clashes again gets a counter
+    assert stems == {'a.jpg': 'a_jpg', 'a.png': 'a_png', 'a_jpg.png': 'a_jpg_1', 'b.jpg': 'b'}
+
+
 def osp_name(path):
     return path.replace('\\', '/').rsplit('/', 1)[-1]

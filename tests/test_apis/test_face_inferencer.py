@@ -68,6 +68,16 @@ def test_pred2dict_exports_landmarks(cls, tmp_path):
         saved = json.loads((tmp_path / 'n' / 'preds' / f'{i}.json').read_text())
         assert saved['keypoints'] == KPTS
 
+    # Array inputs carry img_path=None (mmdet itself fails on them): numbered files too.
+    inferencer = bare(cls)
+    array_sample = make_sample(img_path=None)
+    array_sample.set_metainfo(dict(img_path=None))
+    for i in range(2):
+        result = inferencer.pred2dict(array_sample, str(tmp_path / 'arr'))
+        saved = json.loads((tmp_path / 'arr' / 'preds' / f'{i}.json').read_text())
+        assert saved['keypoints'] == KPTS and result['keypoints'] == KPTS
+    assert array_sample.img_path is None  # the caller's sample is not modified
+
 
 @pytest.mark.parametrize('cls', [FaceInferencer, DetInferencer])
 def test_pred2dict_without_landmarks_is_unchanged(cls, tmp_path):

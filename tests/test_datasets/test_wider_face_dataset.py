@@ -306,3 +306,21 @@ def test_parse_functions_handle_empty_official_image(tmp_path):
     p.write_text('e/a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\n')
     imgs = parse_official_bbx_gt(str(p))
     assert imgs[0]['path'] == 'e/a.jpg' and [r['xywh'] for r in imgs[0]['rows']] == [[0.] * 4]
+
+
+def test_image_size_follows_exif_orientation(tmp_path):
+    """The dataset's image size is the decoded one: cv2 (LoadImageFromFile) applies the EXIF
+    orientation, so a 200x100 JPEG tagged 'rotate 90' loads as 100 wide and 200 high."""
+    import cv2
+    from PIL import Image
+
+    from projects.retinaface.datasets.wider_face import read_image_size
+    path = str(tmp_path / 'rot.jpg')
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new('RGB', (200, 100), (90, 90, 90)).save(path, exif=exif)
+    assert cv2.imread(path).shape[:2] == (200, 100)
+    assert read_image_size(path) == (200, 100)
+    plain = str(tmp_path / 'plain.jpg')
+    Image.new('RGB', (200, 100)).save(plain)
+    assert read_image_size(plain) == (100, 200)

@@ -72,7 +72,25 @@ def list_images(path):
                 items.append((full, stem))
     if not items:
         raise FileNotFoundError(f'no images ({", ".join(IMG_EXTENSIONS)}) under {path}')
-    return sorted(items)
+    return _unique_stems(sorted(items))
+
+
+def _unique_stems(items):
+    """Make output stems unique, so ``a.jpg`` and ``a.png`` never overwrite each other's crops:
+    clashing stems get their extension (``a_jpg``, ``a_png``), then a counter if still needed."""
+    counts = {}
+    for _, stem in items:
+        counts[stem] = counts.get(stem, 0) + 1
+    out, used = [], set()
+    for full, stem in items:
+        if counts[stem] > 1:
+            stem = f'{stem}_{osp.splitext(full)[1].lstrip(".").lower()}'
+        unique, n = stem, 1
+        while unique in used:
+            unique, n = f'{stem}_{n}', n + 1
+        used.add(unique)
+        out.append((full, unique))
+    return out
 
 
 def _round(values, ndigits=2):

@@ -110,6 +110,17 @@ def _add_landmarks(inferencer: DetInferencer, data_sample: DetDataSample, result
 _det_pred2dict = getattr(DetInferencer.pred2dict, '__wrapped__', DetInferencer.pred2dict)
 
 
+def _det_pred2dict_any_input(inferencer: DetInferencer, data_sample: DetDataSample,
+                             pred_out_dir: str) -> Dict:
+    """mmdet's ``pred2dict``, also for array inputs: their samples carry ``img_path=None``,
+    on which mmdet calls ``osp.basename`` and fails; without the key it numbers the JSON file
+    instead (the branch :func:`_pred_json_path` mirrors)."""
+    if 'img_path' in data_sample and data_sample.img_path is None:
+        data_sample = data_sample.clone()
+        del data_sample.img_path
+    return _det_pred2dict(inferencer, data_sample, pred_out_dir)
+
+
 def install_det_inferencer_landmarks() -> None:
     """Make ``mmdet.apis.DetInferencer.pred2dict`` export landmarks (idempotent).
 
@@ -124,7 +135,7 @@ def install_det_inferencer_landmarks() -> None:
 
     @functools.wraps(_det_pred2dict)
     def pred2dict(self, data_sample: DetDataSample, pred_out_dir: str = '') -> Dict:
-        result = _det_pred2dict(self, data_sample, pred_out_dir)
+        result = _det_pred2dict_any_input(self, data_sample, pred_out_dir)
         return _add_landmarks(self, data_sample, result, pred_out_dir)
 
     setattr(pred2dict, _WRAPPED_FLAG, True)
@@ -214,5 +225,5 @@ class FaceInferencer(DetInferencer):
             original-image pixels; also written to ``<pred_out_dir>/preds/<name>.json`` when
             ``pred_out_dir`` is given.
         """
-        result = _det_pred2dict(self, data_sample, pred_out_dir)
+        result = _det_pred2dict_any_input(self, data_sample, pred_out_dir)
         return _add_landmarks(self, data_sample, result, pred_out_dir)

@@ -232,11 +232,15 @@ def detect_format(path: str) -> str:
 
 
 def read_image_size(path: str) -> Tuple[int, int]:
-    """(height, width) from the image header; raises ``OSError``/``ValueError`` if unreadable."""
+    """(height, width) of the image as ``LoadImageFromFile`` will decode it, from the header:
+    OpenCV applies the EXIF orientation, so orientations 5-8 (90/270 degree rotations) swap the
+    header's width and height. Raises ``OSError``/``ValueError`` if unreadable."""
     try:
         from PIL import Image
         with Image.open(path) as im:
             w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF Orientation
+                w, h = h, w
     except ImportError:  # pragma: no cover - Pillow is a dependency of mmengine's tools
         import cv2
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
