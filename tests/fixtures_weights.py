@@ -8,10 +8,9 @@ own session fixtures, e.g.::
     def mnet_ckpt(tmp_path_factory):
         return converted_mnet_checkpoint(tmp_path_factory)
 """
-import importlib.util
 from pathlib import Path
 
-from tests.helpers import REPO_ROOT, shared_path
+from tests.helpers import REPO_ROOT, load_script, shared_path
 
 CONVERTER = REPO_ROOT / 'tools' / 'model_converters' / 'pytorch_retinaface_to_mmdet.py'
 MNET_PTH = ('weights', 'mobilenet0.25_Final.pth')
@@ -26,10 +25,7 @@ _cache = {}
 def converter_module():
     """The converter tool imported as a module (it lives outside any package)."""
     if 'module' not in _cache:
-        spec = importlib.util.spec_from_file_location('pytorch_retinaface_to_mmdet', CONVERTER)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _cache['module'] = module
+        _cache['module'] = load_script(CONVERTER, 'pytorch_retinaface_to_mmdet')
     return _cache['module']
 
 

@@ -1,4 +1,5 @@
 """Small test helpers shared by the test suite (mmdet.testing assumes an mmdet source checkout)."""
+import importlib.util
 import os
 from pathlib import Path
 
@@ -28,3 +29,18 @@ def load_config(rel_path):
     """Load a repository config by path relative to the repo root."""
     from mmengine.config import Config
     return Config.fromfile(str(REPO_ROOT / rel_path))
+
+
+def load_script(rel_path, name=None):
+    """Import a script that is not in a package (``tools/...``, ``demo/...``) as a module.
+
+    ``rel_path`` is relative to the repository root (an absolute path works too); each call
+    executes the file afresh and does not register it in ``sys.modules``.
+    """
+    path = REPO_ROOT / rel_path
+    if name is None:
+        name = 'rf_' + str(rel_path).replace(os.sep, '_').replace('/', '_').rsplit('.', 1)[0]
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -30,7 +30,7 @@ from mmengine import ConfigDict  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from projects.retinaface.utils import setup_cpu_distributed  # noqa: E402  (safe ckpt loading)
+from projects.retinaface.utils import setup_cpu_distributed, teardown_distributed  # noqa: E402  (safe ckpt loading)
 
 TTA_META_KEYS = ('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
                  'flip_direction')
@@ -163,7 +163,10 @@ def main(argv=None):
     if args.out is not None:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
 
-    runner.test()
+    try:
+        runner.test()
+    finally:
+        teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from projects.retinaface.utils import setup_cpu_distributed  # noqa: E402  (safe ckpt loading)
+from projects.retinaface.utils import setup_cpu_distributed, teardown_distributed  # noqa: E402  (safe ckpt loading)
 
 
 def parse_args(argv=None):
@@ -127,7 +127,10 @@ def main(argv=None):
     else:
         runner = RUNNERS.build(cfg)
 
-    runner.train()
+    try:
+        runner.train()
+    finally:
+        teardown_distributed()
 
 
 if __name__ == '__main__':

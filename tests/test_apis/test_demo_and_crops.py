@@ -1,5 +1,4 @@
 """End to end: demo/image_demo.py and tools/misc/face_crops.py with the toy face detector."""
-import importlib.util
 import json
 import subprocess
 
@@ -10,16 +9,8 @@ import pytest
 
 from projects.retinaface.apis import head_boxes
 from projects.retinaface.visualization import LANDMARK_COLORS
-from tests.helpers import PYTHON, REPO_ROOT
+from tests.helpers import PYTHON, REPO_ROOT, load_script
 from tests.test_apis.toy_face_detector import toy_predictions
-
-
-def load_script(rel_path):
-    spec = importlib.util.spec_from_file_location(rel_path.replace('/', '_')[:-3],
-                                                  str(REPO_ROOT / rel_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def write_video(path, frames, fps=5):

@@ -1,24 +1,18 @@
 """tools/analysis_tools/benchmark.py: a tiny run through every path (no timing assertions),
 and the pieces of the reference baseline and of our PyTorch paths (the ``pytorch`` path,
 FastFaceDetector, is tested in tests/test_apis/test_fast_detector.py)."""
-import importlib.util
-import os.path as osp
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, load_script
 
 CONFIG = str(REPO_ROOT / 'configs' / 'retinaface_mnet025_fpn.py')
 
 
-def _load_tool(rel, name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO_ROOT, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_load_tool = load_script
 
 
 bm = _load_tool('tools/analysis_tools/benchmark.py', 'rf_benchmark')

@@ -19,14 +19,27 @@ def free_port():
         return s.getsockname()[1]
 
 
+# A free port is found by binding and releasing it, so another process may take it before
+# torchrun binds it; such network failures (only those) are retried once with a new port.
+_PORT_ERRORS = ('Address already in use', 'EADDRINUSE', 'DistNetworkError', 'Connection refused',
+                'RendezvousConnectionError', 'connect() timed out')
+
+
 def run_script(script, args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    env.update(PYTHON=PYTHON, PORT=str(free_port()), TORCH_FORCE_WEIGHTS_ONLY_LOAD='1',
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run(['bash', osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ('PYTHONPATH', 'LOCAL_RANK', 'RANK', 'WORLD_SIZE', 'MASTER_ADDR',
+                        'MASTER_PORT')}
+    env.update(PYTHON=PYTHON, TORCH_FORCE_WEIGHTS_ONLY_LOAD='1', OMP_NUM_THREADS='1')
+    for attempt in range(2):
+        env['PORT'] = str(free_port())
+        proc = subprocess.run(['bash', osp.join(REPO_ROOT, 'tools', script), *map(str, args)],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        output = proc.stdout + proc.stderr
+        if proc.returncode == 0 or attempt == 1 or \
+                not any(err in output for err in _PORT_ERRORS):
+            break
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
+    return output
 
 
 @pytest.mark.skipif(not torch.distributed.is_available() or

@@ -1,5 +1,4 @@
 """Tests of tools/model_converters/mobilenetv1_imagenet_to_mmdet.py."""
-import importlib.util
 import subprocess
 from collections import OrderedDict
 
@@ -8,17 +7,14 @@ import torch
 from mmdet.registry import MODELS
 
 from projects.retinaface.models.backbones import MobileNetV1
-from tests.helpers import PYTHON, REPO_ROOT, requires_shared, shared_path
+from tests.helpers import PYTHON, REPO_ROOT, load_script, requires_shared, shared_path
 
 TOOL = REPO_ROOT / 'tools' / 'model_converters' / 'mobilenetv1_imagenet_to_mmdet.py'
 SRC = ('weights', 'mobilenetV1X0.25_pretrain.tar')
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location('mobilenetv1_imagenet_to_mmdet', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(TOOL, 'mobilenetv1_imagenet_to_mmdet')
 
 
 def _fake_source():

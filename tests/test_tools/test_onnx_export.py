@@ -1,6 +1,5 @@
 """ONNX export (tools/deployment/pytorch2onnx.py), the ONNX Runtime inference path
 (projects/retinaface/apis/onnx_inference.py) and INT8 quantisation (onnx_quantize.py)."""
-import importlib.util
 import os.path as osp
 import subprocess
 
@@ -14,16 +13,12 @@ from mmdet.registry import TASK_UTILS
 
 from projects.retinaface.apis import build_test_pipeline
 from projects.retinaface.apis import onnx_inference as oi
-from tests.helpers import PYTHON, REPO_ROOT, requires_shared, shared_path
+from tests.helpers import PYTHON, REPO_ROOT, load_script, requires_shared, shared_path
 
 CONFIG = str(REPO_ROOT / 'configs' / 'retinaface_mnet025_fpn.py')
 
 
-def _load_tool(rel, name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO_ROOT, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_load_tool = load_script
 
 
 p2o = _load_tool('tools/deployment/pytorch2onnx.py', 'rf_pytorch2onnx')

@@ -1,5 +1,4 @@
 """tools/dataset_converters/make_synthetic_wider.py and tools/analysis_tools/browse_dataset.py."""
-import importlib.util
 import os
 import os.path as osp
 import subprocess
@@ -16,15 +15,9 @@ from projects.retinaface.datasets.wider_face import (
     parse_retinaface_label,
     parse_wider_mat,
 )
-from tests.helpers import PYTHON, REPO_ROOT, shared_path
+from tests.helpers import PYTHON, REPO_ROOT, load_script, shared_path
 
-
-def load_tool(rel):
-    spec = importlib.util.spec_from_file_location(osp.splitext(osp.basename(rel))[0],
-                                                  str(REPO_ROOT / rel))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+load_tool = load_script
 
 
 synth = load_tool('tools/dataset_converters/make_synthetic_wider.py')

@@ -1,5 +1,4 @@
 """Command-line handling of tools/train.py and tools/test.py, and the shared runtime/schedule."""
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -8,16 +7,12 @@ from mmdet.registry import OPTIMIZERS, PARAM_SCHEDULERS
 from mmengine.config import Config
 from mmengine.optim import OptimWrapper
 
-from tests.helpers import REPO_ROOT, load_config
+from tests.helpers import load_config, load_script
 from tests.test_tools.toy_modules import write_toy_config
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'rf_tools_{name}',
-                                                  osp.join(REPO_ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f'tools/{name}.py', f'rf_tools_{name}')
 
 
 train_tool = _load_tool('train')

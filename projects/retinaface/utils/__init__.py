@@ -7,11 +7,11 @@ from .checkpoint_safety import (
     load_from_local,
     safe_load,
 )
-from .dist_env import setup_cpu_distributed
+from .dist_env import setup_cpu_distributed, teardown_distributed
 
 install()
 
 __all__ = [
     'SAFE_GLOBALS', 'UnsafeCheckpointError', 'find_unsafe_globals', 'install', 'load_from_local',
-    'safe_load', 'setup_cpu_distributed'
+    'safe_load', 'setup_cpu_distributed', 'teardown_distributed'
 ]

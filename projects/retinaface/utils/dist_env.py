@@ -57,3 +57,15 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
         if isinstance(wrapper_type, type) and issubclass(wrapper_type, DistributedDataParallel):
             wrapper_cfg.setdefault('device_ids', None)
     return True
+
+
+def teardown_distributed() -> None:
+    """Destroy the default process group at the end of a tool run.
+
+    Without it the gloo backend's threads can still be alive when the interpreter exits, and a
+    rank then aborts after its work is done ("terminate called without an active exception",
+    SIGABRT), which torchrun reports as a failed run. A barrier first lets every rank finish.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
