@@ -7,7 +7,7 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from ..functional import voc_ap
-from .landmark_metric import box_iou
+from .landmark_metric import box_iou, sample_scale
 from .wider_face_metric import to_numpy
 
 
@@ -100,14 +100,6 @@ class FaceAPMetric(BaseMetric):
         self.iou_thr = float(iou_thr)
         self.score_thr = float(score_thr)
 
-    @staticmethod
-    def _scale(sample: dict):
-        sf = sample.get('scale_factor')
-        if sf is None:
-            return 1., 1.
-        sf = np.asarray(sf, dtype=np.float64).reshape(-1)
-        return (float(sf[0]), float(sf[1])) if sf.size >= 2 else (float(sf[0]), float(sf[0]))
-
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Keep ``(scores, labels, num_kept_faces, num_ignored_faces)`` of every image."""
         for sample in data_samples:
@@ -117,7 +109,7 @@ class FaceAPMetric(BaseMetric):
             pred = sample.get('pred_instances')
             if pred is None:
                 raise KeyError('FaceAPMetric: data sample has no pred_instances')
-            sw, sh = self._scale(sample)
+            sw, sh = sample_scale(sample)
             scale = np.array([sw, sh, sw, sh])
             gt_boxes = _boxes(sample['gt_instances']) / scale
             ignored = _boxes(sample.get('ignored_instances')) / scale

@@ -1,5 +1,5 @@
 """Normalised mean error (NME) of the five facial landmarks of detected faces."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from mmdet.registry import METRICS
@@ -7,6 +7,16 @@ from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
 from .wider_face_metric import to_numpy
+
+
+def sample_scale(sample: dict) -> Tuple[float, float]:
+    """``(sx, sy)`` of a data sample's ``scale_factor`` (1, 1 when absent): dividing its
+    ``gt_instances`` coordinates (network input) by them gives original-image pixels."""
+    sf = sample.get('scale_factor')
+    if sf is None:
+        return 1., 1.
+    sf = np.asarray(sf, dtype=np.float64).reshape(-1)
+    return (float(sf[0]), float(sf[1])) if sf.size >= 2 else (float(sf[0]), float(sf[0]))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,7 +100,7 @@ class LandmarkNMEMetric(BaseMetric):
                 valid = to_numpy(gt['keypoints_valid']).reshape(-1, 5) > 0
             else:
                 valid = np.ones(gt_kpts.shape[:2], dtype=bool)
-            sw, sh = self._scale(sample)
+            sw, sh = sample_scale(sample)
             gt_boxes = gt_boxes / np.array([sw, sh, sw, sh])
             gt_kpts = gt_kpts / np.array([sw, sh])
             annotated = valid.any(axis=1)
@@ -122,14 +132,6 @@ class LandmarkNMEMetric(BaseMetric):
             with np.errstate(divide='ignore', invalid='ignore'):
                 nme = (err * valid).sum(1) / valid.sum(1) / scale
             self.results.append((nme[matched], int((~matched).sum())))
-
-    @staticmethod
-    def _scale(sample: dict):
-        sf = sample.get('scale_factor')
-        if sf is None:
-            return 1., 1.
-        sf = np.asarray(sf, dtype=np.float64).reshape(-1)
-        return (float(sf[0]), float(sf[1])) if sf.size >= 2 else (float(sf[0]), float(sf[0]))
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         nmes = np.concatenate([r[0] for r in results]) if results else np.zeros(0)
