@@ -37,18 +37,13 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 
+from .face_inferencer import _transform_name
+
 # Test-pipeline transforms the lean pre-processing reproduces besides one ``Resize``.
 _LOADERS = ('LoadImageFromFile', 'InferencerLoader', 'LoadImageFromNDArray')
 _NO_OP = ('LoadFaceAnnotations', 'LoadAnnotations', 'PackFaceInputs', 'PackDetInputs')
 
 ImageInput = Union[str, Path, np.ndarray]
-
-
-def _transform_name(transform) -> str:
-    t = transform['type'] if isinstance(transform, dict) else transform
-    if isinstance(t, str):
-        return t.split('.')[-1]
-    return getattr(t, '__name__', type(t).__name__)
 
 
 def optimize_for_inference(model: torch.nn.Module,
