@@ -128,7 +128,7 @@ def test_anchors_and_coders_match_mmdet(exported):
         atol=1e-4)
 
 
-@pytest.mark.parametrize('backend', ['numpy', 'cv2'])
+@pytest.mark.parametrize('backend', ['numpy', 'cv2', 'sparse'])
 def test_nms_matches_mmcv(backend):
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 300, (400, 2))
@@ -145,7 +145,7 @@ def test_nms_matches_mmcv(backend):
         oi.nms(boxes, scores, 0.4, backend='gpu')
 
 
-@pytest.mark.parametrize('backend', ['numpy', 'cv2'])
+@pytest.mark.parametrize('backend', ['numpy', 'cv2', 'sparse'])
 def test_nms_max_num_prefix_is_exact(backend):
     """With max_num, NMS may stop after a prefix of the best candidates; the result must be
     the first max_num boxes of the full NMS, also when the first prefix keeps too few (heavy
@@ -166,6 +166,62 @@ def test_nms_max_num_prefix_is_exact(backend):
         np.testing.assert_array_equal(keep, full[:max_num])
 
 
+def _boxes(rng, n, lo, hi, extent=600):
+    xy = rng.uniform(0, extent, (n, 2))
+    wh = np.exp(rng.uniform(np.log(lo), np.log(hi), (n, 2)))
+    return np.concatenate([xy, xy + wh], 1).astype(np.float32)
+
+
+@pytest.mark.parametrize('thr', [0.3, 0.4, 0.5, 0.7])
+def test_sparse_nms_equals_greedy_loop(thr):
+    """The sparse NMS keeps exactly the boxes of the box-by-box greedy loop on hard sets:
+    sizes from 1 to 500 px (one band-height for all), clusters of near-copies, nested boxes,
+    exact duplicates with tied scores, zero / negative sizes, boxes far outside."""
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        spread = _boxes(rng, 700, 1, 500)
+        centres = _boxes(rng, 40, 8, 120)
+        copies = np.repeat(centres, 25, axis=0) + rng.normal(0, 2, (1000, 4)).astype(np.float32)
+        nested = centres * np.float32(0.5) + np.float32(10)
+        dupes = np.repeat(centres[:5], 3, axis=0)
+        flat = _boxes(rng, 20, 5, 50)
+        flat[:10, 2] = flat[:10, 0]  # zero width
+        flat[10:, 3] = flat[10:, 1] - 5  # negative height
+        far = _boxes(rng, 30, 10, 60) + np.float32(-5000)
+        boxes = np.concatenate([spread, copies, nested, dupes, flat, far])
+        scores = np.round(rng.uniform(0.02, 1, len(boxes)), 3).astype(np.float32)  # ties
+        full = oi.nms_numpy(boxes, scores, thr)
+        np.testing.assert_array_equal(oi.nms_sparse(boxes, scores, thr), full)
+        np.testing.assert_array_equal(oi.nms(boxes, scores, thr, max_num=100), full[:100])
+        assert 50 < len(full) < len(boxes)
+
+
+def test_sparse_nms_long_chain_and_fallbacks():
+    """A suppression chain longer than the 64 rounds (box k suppresses k + 1 only) is
+    finished by the loop with the same result; NaN boxes and thresholds <= 0 use the loop."""
+    n = 301
+    x = np.arange(n, dtype=np.float32) * 4  # IoU(k, k+1) = 60 / 140, IoU(k, k+2) = 20 / 180
+    boxes = np.stack([x, np.zeros(n), x + 10, np.full(n, 10)], 1).astype(np.float32)
+    scores = np.linspace(1, 0.1, n).astype(np.float32)
+    keep = oi.nms_sparse(boxes, scores, 0.4)
+    np.testing.assert_array_equal(keep, np.arange(0, n, 2))  # every other box
+    np.testing.assert_array_equal(keep, oi.nms_numpy(boxes, scores, 0.4))
+    np.testing.assert_array_equal(oi.nms_sparse(boxes, scores, 0.4, max_num=9),
+                                  np.arange(0, 18, 2))
+    rng = np.random.default_rng(3)
+    mixed = np.concatenate([boxes, _boxes(rng, 200, 5, 40)])
+    mixed_scores = rng.permutation(len(mixed)).astype(np.float32) + 1
+    np.testing.assert_array_equal(oi.nms_sparse(mixed, mixed_scores, 0.4),
+                                  oi.nms_numpy(mixed, mixed_scores, 0.4))
+    bad = boxes[:20].copy()
+    bad[3] = np.nan
+    np.testing.assert_array_equal(oi.nms_sparse(bad, scores[:20], 0.4),
+                                  oi.nms_numpy(bad, scores[:20], 0.4))
+    np.testing.assert_array_equal(oi.nms_sparse(boxes[:20], scores[:20], 0.0),
+                                  oi.nms_numpy(boxes[:20], scores[:20], 0.0))
+    assert oi.nms_sparse(np.zeros((0, 4)), np.zeros(0), 0.4).shape == (0, )
+
+
 @pytest.mark.parametrize('hw', [(37, 53), (64, 96)])
 def test_preprocess_normalise_matches_float32_formula(hw):
     """The OpenCV uint8 -> float32 path gives exactly ``(x - mean) / std`` in float32, also
@@ -184,6 +240,17 @@ def test_preprocess_normalise_matches_float32_formula(hw):
     again, _ = oi.preprocess(img, pre, out=blob)
     assert again is blob
     np.testing.assert_array_equal(again[0, :, :h, :w], expected.transpose(2, 0, 1))
+    # reused scratch planes too, also after an image of another size
+    cache = {}
+    first, _ = oi.preprocess(img, pre, cache=cache)
+    planes = {k: v for k, v in cache.items()}
+    assert sorted(planes) == ['plane0', 'plane1', 'plane2']
+    other = _image(h + 5, w + 3, seed=8)
+    oi.preprocess(other, pre, cache=cache)
+    second, _ = oi.preprocess(img, pre, cache=cache)
+    np.testing.assert_array_equal(first, blob)
+    np.testing.assert_array_equal(second, blob)
+    assert all(cache[k].shape == (h, w) for k in planes)
 
 
 def test_preprocess_matches_mmdet_resize_and_padding():
@@ -204,11 +271,54 @@ def test_preprocess_matches_mmdet_resize_and_padding():
                    pad_size_divisor=32, pad_value=0)
         blob, meta = oi.preprocess(img, pre)
         np.testing.assert_array_equal(blob, ref['inputs'].numpy())
+        cache = {}
+        for _ in range(2):  # the resized image and planes kept in scratch buffers
+            np.testing.assert_array_equal(oi.preprocess(img, pre, cache=cache)[0], blob)
+        assert cache['resized'].shape == (meta['img_shape'][0], meta['img_shape'][1], 3)
         sample = ref['data_samples'][0]
         assert meta['img_shape'] == tuple(sample.img_shape)
         np.testing.assert_allclose(meta['scale_factor'], sample.scale_factor)
     with pytest.raises(ValueError, match='BGR image'):
         oi.preprocess(img[..., 0], pre)
+
+
+def test_pad_narrow_channels_keeps_outputs(tmp_path):
+    """MobileNet-0.25's 8-channel Conv -> LeakyReLU -> depthwise -> LeakyReLU -> 1x1 chain is
+    widened to 16 channels with zeros; the outputs stay the same; other layers, a chain
+    whose tensor is also used elsewhere, and a second pass are left alone."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    model, cfg = _random_model()
+    plain = p2o.export_onnx(model, cfg, str(tmp_path / 'plain.onnx'), shape=(64, 96),
+                            pad_channels=0)
+    proto = onnx.load(plain)
+    assert p2o.pad_narrow_channels(proto, 8) == []  # already a multiple of 8
+    widened = p2o.pad_narrow_channels(proto, 16)
+    assert widened == ['/backbone/stage1/stage1.0/stage1.0.0/Conv']
+    assert p2o.pad_narrow_channels(proto, 16) == []
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == 'Conv']
+    assert inits[convs[0].input[1]].shape == (16, 3, 3, 3)
+    assert inits[convs[1].input[1]].shape == (16, 1, 3, 3)
+    assert [a.i for a in convs[1].attribute if a.name == 'group'] == [16]
+    assert inits[convs[2].input[1]].shape == (16, 16, 1, 1)
+    assert not inits[convs[0].input[1]][8:].any() and not inits[convs[2].input[1]][:, 8:].any()
+    padded = str(tmp_path / 'padded.onnx')
+    onnx.save(proto, padded)
+    x = np.random.default_rng(0).normal(0, 50, (1, 3, 96, 160)).astype(np.float32)
+    outs = [ort.InferenceSession(f, providers=['CPUExecutionProvider']).run(None, {'input': x})
+            for f in (plain, padded)]
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    # the export default pads; a chain whose middle tensor is also a graph output is kept
+    assert onnx.load(p2o.export_onnx(model, cfg, str(tmp_path / 'default.onnx'),
+                                     shape=(64, 96))).graph.initializer
+    shared = onnx.load(plain)
+    mid = next(n for n in shared.graph.node if n.op_type == 'LeakyRelu').output[0]
+    shared.graph.output.append(onnx.helper.make_tensor_value_info(mid, onnx.TensorProto.FLOAT,
+                                                                  None))
+    assert p2o.pad_narrow_channels(shared, 16) == []
 
 
 def test_cli_and_errors(tmp_path, capsys):
@@ -242,9 +352,10 @@ def test_deployment_module_needs_no_torch_or_mmdet(exported, tmp_path):
     assert int(n) > 0 and shape.strip() == '(5, 2)'
 
 
-def test_quantize_int8(exported, tmp_path):
+def test_quantize_int8(exported, tmp_path, monkeypatch):
     import onnx
     _, _, files = exported
+    monkeypatch.chdir(tmp_path)  # a relative --calib-dir (the calibrator changes directory)
     calib_dir = tmp_path / 'calib' / 'event'
     calib_dir.mkdir(parents=True)
     for i in range(3):
@@ -253,8 +364,7 @@ def test_quantize_int8(exported, tmp_path):
     calib, evaluation = oq.split_images(images, 2, 1)
     assert len(set(calib) | set(evaluation)) == 3
     out = str(tmp_path / 'int8.onnx')
-    assert oq.main([files[False], out, '--calib-dir', str(tmp_path / 'calib'),
-                    '--num-calib', '2']) == 0
+    assert oq.main([files[False], out, '--calib-dir', 'calib', '--num-calib', '2']) == 0
     proto = onnx.load(out)
     ops = [n.op_type for n in proto.graph.node]
     assert 'QuantizeLinear' in ops and 'DequantizeLinear' in ops

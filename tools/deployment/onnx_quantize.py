@@ -207,6 +207,11 @@ def quantize(in_onnx: str,
     class _Reader(ImageCalibrationReader, CalibrationDataReader):
         pass
 
+    # the calibrator runs in a temporary working directory (below): relative paths given by
+    # the user (``--calib-dir ../images``) must be resolved first
+    calib_images = [osp.abspath(p) for p in calib_images]
+    calib_root = osp.abspath(calib_root) if calib_root else calib_root
+
     with tempfile.TemporaryDirectory() as tmp:
         prep = osp.join(tmp, 'prep.onnx')
         quant_pre_process(in_onnx, prep, skip_symbolic_shape=True)
