@@ -31,6 +31,7 @@ torch 2.13 still ships (deprecated) and which needs no extra package; the dynamo
 would need ``onnxscript``. ``--simplify yes`` runs ``onnxsim`` if it is installed.
 """
 import argparse
+import copy
 import os
 import os.path as osp
 import sys
@@ -93,6 +94,20 @@ def _check_head(model):
     return head
 
 
+def _face_logit_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """A conv whose output channel ``a`` is channel ``2a`` minus channel ``2a + 1`` of
+    ``conv`` (face minus background logit of anchor ``a``, mmdet's channel order)."""
+    if not isinstance(conv, nn.Conv2d) or conv.groups != 1 or conv.out_channels % 2:
+        raise NotImplementedError(f'cannot fold the classifier {conv}')
+    out = nn.Conv2d(conv.in_channels, conv.out_channels // 2, conv.kernel_size, conv.stride,
+                    conv.padding, conv.dilation, bias=conv.bias is not None)
+    with torch.no_grad():
+        out.weight.copy_(conv.weight[0::2] - conv.weight[1::2])
+        if conv.bias is not None:
+            out.bias.copy_(conv.bias[0::2] - conv.bias[1::2])
+    return out.to(conv.weight.device).eval()
+
+
 class RetinaFaceONNXWrapper(nn.Module):
     """The exported graph: backbone, neck(s) and head, outputs flattened in mmdet's anchor
     order (see the module docstring); ``decoded=True`` also decodes every anchor."""
@@ -102,6 +117,17 @@ class RetinaFaceONNXWrapper(nn.Module):
         self.model = model
         self.head = _check_head(model)
         self.decoded = decoded
+        # Two-class softmax: the face probability is sigmoid(l_face - l_background), and the
+        # difference of two outputs of a linear conv is one conv with the difference of their
+        # weights. The graph runs a copy of the head whose classifiers give that difference
+        # directly (A channels instead of 2A: no softmax, slicing or subtraction over every
+        # anchor); the user's model is not modified.
+        self.score_head = self.head
+        self.face_logit = not self.head.use_sigmoid_cls and self.head.cls_out_channels == 2
+        if self.face_logit:
+            self.score_head = copy.deepcopy(self.head)
+            self.score_head.cls_heads = nn.ModuleList(
+                _face_logit_conv(conv) for conv in self.head.cls_heads)
         gen = self.head.prior_generator
         self.strides = [tuple(float(v) for v in s) for s in gen.strides]
         for i, base in enumerate(gen.base_anchors):
@@ -118,17 +144,14 @@ class RetinaFaceONNXWrapper(nn.Module):
         return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
 
     def forward(self, x: torch.Tensor):
-        head = self.head
+        head = self.score_head
         cls_scores, bbox_preds, kpt_preds, _ = head(self.model.extract_feat(x))
-        logits = head._flatten(cls_scores, head.cls_out_channels)
-        if head.use_sigmoid_cls:
-            scores = logits.sigmoid()
-        elif logits.shape[-1] == 2:
-            # softmax over (face, background) = sigmoid of the logit difference: the same
-            # probability without the exp / sum / divide over every anchor
-            scores = (logits[..., :1] - logits[..., 1:]).sigmoid()
+        if self.face_logit:
+            scores = head._flatten(cls_scores, 1).sigmoid()
+        elif head.use_sigmoid_cls:
+            scores = head._flatten(cls_scores, head.cls_out_channels).sigmoid()
         else:
-            scores = logits.softmax(-1)[..., :-1]
+            scores = head._flatten(cls_scores, head.cls_out_channels).softmax(-1)[..., :-1]
         deltas = head._flatten(bbox_preds, head.bbox_coder.encode_size)
         kpts = head._flatten(kpt_preds, 2 * head.num_keypoints) if kpt_preds else None
         if not self.decoded:

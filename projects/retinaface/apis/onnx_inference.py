@@ -319,7 +319,9 @@ def overlap_candidates(boxes: np.ndarray, iou_threshold: float) -> Tuple[np.ndar
     is reported only in the band where the two boxes' vertical overlap begins.
     """
     none = np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    # float64: the float32 coordinates exactly, and sort keys / limits without rounding
+    # trouble even for boxes a few float32 steps wide
+    x1, y1, x2, y2 = (boxes[:, k].astype(np.float64) for k in range(4))
     w, h = x2 - x1, y2 - y1
     ok = np.flatnonzero((w > 0) & (h > 0))
     if ok.size < 2:
@@ -335,10 +337,10 @@ def overlap_candidates(boxes: np.ndarray, iou_threshold: float) -> Tuple[np.ndar
     x0 = float(x1[ok].min())
     span = float(x2[ok].max()) - x0 + 1.0
     key = band * span + (x1[box] - x0)
-    order = np.argsort(key, kind='stable')
+    order = np.argsort(key)  # ties in any order: each pair is still found once
     key, box, band = key[order], box[order], band[order]
     # partners of entry e: the following entries of its band with x1 < x2_e - 0.9 t w_e
-    limit = band * span + (x2[box] - np.float32(0.9 * iou_threshold) * w[box] - x0)
+    limit = band * span + (x2[box] - 0.9 * iou_threshold * w[box] - x0)
     nxt = np.arange(1, box.size + 1)
     count = np.maximum(np.searchsorted(key, limit, 'left') - nxt, 0)
     total = int(count.sum())
@@ -378,7 +380,7 @@ def nms_sparse(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     a, b = overlap_candidates(boxes, iou_threshold)
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
     areas = (x2 - x1) * (y2 - y1)
     zero = np.float32(0)
     w = np.maximum(zero, np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b]))
@@ -390,15 +392,15 @@ def nms_sparse(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     undecided, kept, suppressed = 0, 1, 2
     state = np.zeros(n, dtype=np.int8)  # by rank
     for _ in range(64):
-        live = (state[src] != suppressed) & (state[dst] == undecided)
-        src, dst = src[live], dst[live]
+        # every live edge joins two undecided boxes: a box without one from above is kept,
+        # and everything it overlaps below is suppressed
         blocked = np.zeros(n, dtype=bool)
         blocked[dst] = True
-        killed = np.zeros(n, dtype=bool)
-        killed[dst[state[src] == kept]] = True
-        open_ = state == undecided
-        state[open_ & killed] = suppressed
-        state[open_ & ~blocked] = kept
+        new = (state == undecided) & ~blocked
+        state[new] = kept
+        state[dst[new[src]]] = suppressed
+        live = (state[src] == undecided) & (state[dst] == undecided)
+        src, dst = src[live], dst[live]
         if not (state == undecided).any():
             keep = order[np.flatnonzero(state == kept)]
             return keep[:max_num] if max_num > 0 else keep
@@ -521,18 +523,20 @@ class FacePostProcessor:
                              'input padded like the metadata says?')
         thr = self.test_cfg.get('score_thr', 0.0)
         nms_pre = self.test_cfg.get('nms_pre', -1)
-        inds, labels, kept, starts = [], [], [], np.cumsum([0] + counts)
-        for lvl in range(len(counts)):
-            s = scores[starts[lvl]:starts[lvl + 1]]
-            rows, cols = np.nonzero(s > thr)
-            sc = s[rows, cols]
-            if 0 < nms_pre < sc.size:
-                top = np.argsort(-sc, kind='stable')[:nms_pre]
-                rows, cols, sc = rows[top], cols[top], sc[top]
-            inds.append(rows + starts[lvl])
-            labels.append(cols)
-            kept.append(sc)
-        return np.concatenate(inds), np.concatenate(labels), np.concatenate(kept)
+        rows, cols = np.nonzero(scores > thr)  # level by level, anchors in order
+        kept = scores[rows, cols]
+        if nms_pre > 0:
+            bounds = np.searchsorted(rows, np.cumsum([0] + counts))
+            if (np.diff(bounds) > nms_pre).any():  # top-k of the crowded levels only
+                parts = []
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    if hi - lo > nms_pre:
+                        parts.append(lo + np.argsort(-kept[lo:hi], kind='stable')[:nms_pre])
+                    else:
+                        parts.append(np.arange(lo, hi))
+                sel = np.concatenate(parts)
+                rows, cols, kept = rows[sel], cols[sel], kept[sel]
+        return rows, cols, kept
 
     def __call__(self, outputs: Sequence[np.ndarray], img_meta: dict) -> Dict[str, np.ndarray]:
         """Detections of one image in original pixels.
@@ -551,38 +555,41 @@ class FacePostProcessor:
             scores = scores[:, None]
         inds, labels, kept = self._select(scores, img_meta['pad_shape'])
         img_shape = img_meta['img_shape']
+        anchors = None
         if self.decoded:
             bboxes = clip_boxes_(box_out[inds].astype(np.float32), img_shape)
-            kpts = kpt_out[inds].astype(np.float32) if kpt_out is not None else None
         else:
             anchors = self.anchors(img_meta['pad_shape'])[inds]
             bboxes = decode_boxes(anchors, box_out[inds], self.coder, img_shape)
-            kpts = None
-            if kpt_out is not None and self.landmarks:
-                kpts = decode_keypoints(anchors, kpt_out[inds], self.landmarks['variance'])
         sx, sy = (float(s) for s in img_meta['scale_factor'])
         bboxes = bboxes * np.asarray([1 / sx, 1 / sy, 1 / sx, 1 / sy], dtype=np.float32)
-        if kpts is not None:
-            kpts = kpts / np.asarray([sx, sy], dtype=np.float32)
+        final = np.arange(len(inds))  # candidates kept so far
         min_size = self.test_cfg.get('min_bbox_size', -1)
         if min_size is not None and min_size >= 0:
             valid = ((bboxes[:, 2] - bboxes[:, 0]) > min_size) & (
                 (bboxes[:, 3] - bboxes[:, 1]) > min_size)
             if not valid.all():
-                bboxes, kept, labels = bboxes[valid], kept[valid], labels[valid]
-                kpts = kpts[valid] if kpts is not None else None
+                final = np.flatnonzero(valid)
+                bboxes, kept, labels = bboxes[final], kept[final], labels[final]
         iou = self.test_cfg.get('iou_threshold')
         if iou is not None and bboxes.shape[0] > 0:
             max_per_img = self.test_cfg.get('max_per_img', -1)
             keep = batched_nms(bboxes, kept, labels, iou, max_per_img or -1, self.nms_backend)
-            bboxes, kept, labels = bboxes[keep], kept[keep], labels[keep]
-            kpts = kpts[keep] if kpts is not None else None
+            bboxes, kept, labels, final = bboxes[keep], kept[keep], labels[keep], final[keep]
         result = dict(
             bboxes=bboxes.astype(np.float32).reshape(-1, 4),
             scores=kept.astype(np.float32),
             labels=labels.astype(np.int64))
-        if kpts is not None:
-            result['keypoints'] = kpts.astype(np.float32)
+        if kpt_out is not None and (self.decoded or self.landmarks):
+            # landmarks of the detections only (decoding is per anchor: the same values)
+            rows = inds[final]
+            if self.decoded:
+                kpts = kpt_out[rows].astype(np.float32)
+            else:
+                kpts = decode_keypoints(anchors[final], kpt_out[rows],
+                                        self.landmarks['variance'])
+            result['keypoints'] = (kpts / np.asarray([sx, sy], dtype=np.float32)).astype(
+                np.float32)
         return result
 
 
