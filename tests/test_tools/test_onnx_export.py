@@ -85,6 +85,11 @@ def test_metadata_and_dynamic_axes(exported):
     assert meta['preprocess']['pad_size_divisor'] == 32 and meta['preprocess']['resize'] is None
     assert meta['test_cfg']['score_thr'] == 0.7 and meta['test_cfg']['iou_threshold'] == 0.4
     assert meta['landmarks'] == dict(num_keypoints=5, variance=0.1)
+    # 2-class softmax exported as sigmoid(face - background logit) from folded classifier
+    # convs (A output channels); the user's model keeps its 2A-channel classifiers
+    ops = {n.op_type for n in proto.graph.node}
+    assert 'Softmax' not in ops and 'Sigmoid' in ops
+    assert [c.out_channels for c in head.cls_heads] == [2 * head.num_base_priors] * 3
 
 
 @pytest.mark.parametrize('decoded', [False, True])
@@ -384,6 +389,36 @@ def test_quantize_int8(exported, tmp_path, monkeypatch):
     assert res['bboxes'].shape[1] == 4 and res['keypoints'].shape[1:] == (5, 2)
     with pytest.raises(ValueError, match='calibration'):
         oq.split_images(images, 3, 1)
+
+
+def test_quantize_falls_back_to_minmax_on_constant_tensors(exported, tmp_path, monkeypatch,
+                                                           capsys):
+    """onnxruntime's histogram calibration raises on a tensor that is constant over the
+    calibration set; the tool then calibrates with MinMax, says so, and records it."""
+    import onnxruntime.quantization as orq
+    _, _, files = exported
+    calib = tmp_path / 'calib'
+    calib.mkdir()
+    cv2.imwrite(str(calib / 'a.jpg'), _image(64, 96, seed=3))
+    real = orq.quantize_static
+    methods = []
+
+    def flaky(*args, **kwargs):
+        methods.append(kwargs['calibrate_method'])
+        if kwargs['calibrate_method'] != orq.CalibrationMethod.MinMax:
+            raise ValueError('Too many bins for data range. Cannot create 2048 finite-sized bins.')
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(orq, 'quantize_static', flaky)
+    out = str(tmp_path / 'int8.onnx')
+    qinfo = oq.quantize(files[False], out, [str(calib / 'a.jpg')], method='Percentile')
+    assert methods == [orq.CalibrationMethod.Percentile, orq.CalibrationMethod.MinMax]
+    assert qinfo['method'] == 'MinMax' and oi.read_metadata(out)['quantization'] == qinfo
+    assert 'calibrating with MinMax instead' in capsys.readouterr().err
+    monkeypatch.setattr(orq, 'quantize_static', lambda *a, **k: (_ for _ in ()).throw(
+        ValueError('something else')))
+    with pytest.raises(ValueError, match='something else'):  # other errors are not hidden
+        oq.quantize(files[False], out, [str(calib / 'a.jpg')], method='Percentile')
 
 
 WEIGHTS = ('weights', 'mobilenet0.25_Final.pth')

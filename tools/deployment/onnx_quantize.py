@@ -227,29 +227,43 @@ def quantize(in_onnx: str,
         # MinMax keeps only each tensor's min / max per image; the histogram methods keep whole
         # tensors, so they calibrate image by image (CalibStridedMinMax, which works
         # for every method; CalibMaxIntermediateOutputs drops data in onnxruntime 1.32).
-        extra = dict(ActivationSymmetric=False, WeightSymmetric=True)
-        if method != 'MinMax':
-            extra['CalibStridedMinMax'] = 1  # one image per chunk: sizes differ
-        cwd = os.getcwd()
-        os.chdir(tmp)  # the calibrator writes its augmented model to the current directory
+        def run(calib_method: str) -> None:
+            extra = dict(ActivationSymmetric=False, WeightSymmetric=True)
+            if calib_method != 'MinMax':
+                extra['CalibStridedMinMax'] = 1  # one image per chunk: sizes differ
+            cwd = os.getcwd()
+            os.chdir(tmp)  # the calibrator writes its augmented model to the current directory
+            try:
+                quantize_static(
+                    prep,
+                    out_onnx if osp.isabs(out_onnx) else osp.join(cwd, out_onnx),
+                    _Reader(calib_images, meta, input_name),
+                    quant_format=formats[quant_format],
+                    per_channel=per_channel,
+                    activation_type=acts[activation_type],
+                    reduce_range=reduce_range,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=methods[calib_method],
+                    nodes_to_exclude=nodes_to_exclude,
+                    extra_options=extra)
+            finally:
+                os.chdir(cwd)
+
+        used = method
         try:
-            quantize_static(
-                prep,
-                out_onnx if osp.isabs(out_onnx) else osp.join(cwd, out_onnx),
-                _Reader(calib_images, meta, input_name),
-                quant_format=formats[quant_format],
-                per_channel=per_channel,
-                activation_type=acts[activation_type],
-                reduce_range=reduce_range,
-                weight_type=QuantType.QInt8,
-                calibrate_method=methods[method],
-                nodes_to_exclude=nodes_to_exclude,
-                extra_options=extra)
-        finally:
-            os.chdir(cwd)
+            run(method)
+        except ValueError as e:
+            # onnxruntime's histogram calibration fails on a tensor that is constant over all
+            # calibration images ("Too many bins for data range"): MinMax handles it
+            if method == 'MinMax' or 'bins' not in str(e):
+                raise
+            print(f'{method} calibration failed ({e}); calibrating with MinMax instead',
+                  file=sys.stderr)
+            used = 'MinMax'
+            run(used)
     rel = [osp.relpath(p, calib_root) if calib_root else p for p in calib_images]
     qinfo = dict(
-        format=quant_format, method=method, per_channel=per_channel, weight_type='int8',
+        format=quant_format, method=used, per_channel=per_channel, weight_type='int8',
         activation_type=activation_type, reduce_range=reduce_range, float_head=float_head,
         float_first_convs=float_first_convs,
         num_float_nodes=len(nodes_to_exclude), num_calib=len(calib_images))
