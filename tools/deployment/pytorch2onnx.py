@@ -244,12 +244,10 @@ def pad_narrow_channels(model, multiple: int = 16) -> List[str]:
 
     widened = []
     for first in list(graph.node):
-        if first.op_type != 'Conv' or groups(first) != 1 or params(first) is None:
+        p1 = params(first) if first.op_type == 'Conv' and groups(first) == 1 else None
+        if p1 is None or p1[0].shape[0] % multiple == 0:
             continue
-        w1, b1 = params(first)
-        c = w1.shape[0]
-        if c % multiple == 0:
-            continue
+        c = p1[0].shape[0]
         chain = [first]
         for want in ('act', 'Conv', 'act', 'Conv'):
             nxt = only_consumer(chain[-1].output[0])
@@ -266,7 +264,7 @@ def pad_narrow_channels(model, multiple: int = 16) -> List[str]:
                 pd[0].shape[:2] != (c, 1) or pl[0].shape[1] != c or groups(last) != 1:
             continue
         extra = (-c) % multiple
-        for conv, (w, b) in ((first, (w1, b1)), (dw, pd)):
+        for conv, (w, b) in ((first, p1), (dw, pd)):
             set_param(conv, 1, pad(w, extra, 0))
             if b is not None:
                 set_param(conv, 2, pad(b, extra, 0))

@@ -282,6 +282,25 @@ def decode_keypoints(anchors: np.ndarray, deltas: np.ndarray, variance: float) -
 
 
 # ---------------------------------------------------------------------------- NMS
+def _columns(boxes: np.ndarray) -> tuple:
+    """Contiguous float32 ``x1, y1, x2, y2`` columns and the areas (mmcv's rule: no +1)."""
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k], dtype=np.float32) for k in range(4))
+    return x1, y1, x2, y2, (x2 - x1) * (y2 - y1)
+
+
+def _iou(cols: tuple, i, j) -> np.ndarray:
+    """IoU of boxes ``i`` and ``j`` (indices or index arrays, broadcast) with exactly the
+    float32 operations of mmcv's CPU NMS kernel; 0 / 0 of empty boxes gives NaN (never
+    above a threshold)."""
+    x1, y1, x2, y2, areas = cols
+    zero = np.float32(0)
+    w = np.maximum(zero, np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]))
+    h = np.maximum(zero, np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]))
+    inter = w * h
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return inter / (areas[i] + areas[j] - inter)
+
+
 def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
               max_num: int = -1) -> np.ndarray:
     """Greedy NMS in numpy with mmcv's CPU rule; returns kept indices, highest score first.
@@ -294,8 +313,7 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     scores = np.asarray(scores, dtype=np.float32)
     if boxes.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, i]) for i in range(4))
-    areas = (x2 - x1) * (y2 - y1)
+    cols = _columns(boxes)
     order = np.argsort(-scores, kind='stable')
     thr = np.float32(iou_threshold)
     keep = []
@@ -303,12 +321,7 @@ def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        with np.errstate(invalid='ignore', divide='ignore'):  # 0 / 0 of empty boxes: kept
-            iou = inter / (areas[i] + areas[rest] - inter)
-        order = rest[~(iou > thr)]
+        order = rest[~(_iou(cols, i, rest) > thr)]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -386,13 +399,7 @@ def nms_sparse(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     a, b = overlap_candidates(boxes, iou_threshold)
-    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[:, k]) for k in range(4))
-    areas = (x2 - x1) * (y2 - y1)
-    zero = np.float32(0)
-    w = np.maximum(zero, np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b]))
-    h = np.maximum(zero, np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b]))
-    inter = w * h
-    edge = inter / (areas[a] + areas[b] - inter) > np.float32(iou_threshold)
+    edge = _iou(_columns(boxes), a, b) > np.float32(iou_threshold)
     ra, rb = rank[a[edge]], rank[b[edge]]
     src, dst = np.minimum(ra, rb), np.maximum(ra, rb)  # higher-ranked -> lower-ranked
     undecided, kept, suppressed = 0, 1, 2
@@ -594,8 +601,7 @@ class FacePostProcessor:
             else:
                 kpts = decode_keypoints(anchors[final], kpt_out[rows],
                                         self.landmarks['variance'])
-            result['keypoints'] = (kpts / np.asarray([sx, sy], dtype=np.float32)).astype(
-                np.float32)
+            result['keypoints'] = kpts / np.asarray([sx, sy], dtype=np.float32)
         return result
 
 
