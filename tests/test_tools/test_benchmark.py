@@ -65,6 +65,30 @@ def test_tiny_run_has_every_row(tmp_path, capsys):
         bm.make_inputs(['big'], [], str(photo), str(tmp_path))
 
 
+def test_time_paths_schedules():
+    calls = []
+
+    def path(name):
+        def fn(img):
+            calls.append(name)
+            return dict(scores=np.zeros(0))
+        return fn
+
+    paths = {'a': path('a'), 'b': path('b')}
+    # blocks: 2 warm-up calls each, then rounds of (1 untimed + up to 3 timed) per path
+    res = bm.time_paths(paths, 'img.jpg', warmup=2, runs=7, block=3)
+    assert [len(r['times']) for r in res.values()] == [7, 7]
+    assert calls == (['a'] * 2 + ['b'] * 2 + ['a'] * 4 + ['b'] * 4 + ['a'] * 4 + ['b'] * 4
+                     + ['a'] * 2 + ['b'] * 2)
+    # block 1: strict alternation of single timed calls, nothing untimed after the warm-up
+    calls.clear()
+    res = bm.time_paths(paths, 'img.jpg', warmup=1, runs=3, block=1)
+    assert calls == ['a', 'b'] + ['a', 'b'] * 3
+    assert all(t >= 0 for r in res.values() for t in r['times'])
+    with pytest.raises(ValueError, match='block'):
+        bm.time_paths(paths, 'img.jpg', warmup=0, runs=1, block=0)
+
+
 def test_reference_baseline_pieces():
     model, _ = _model()
     ref = bm.ReferenceBaseline(model)

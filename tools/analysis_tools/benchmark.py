@@ -6,8 +6,8 @@ Usage::
     python tools/analysis_tools/benchmark.py CONFIG CHECKPOINT \\
         [--onnx FP32.onnx] [--onnx-int8 INT8.onnx] [--calib-dir DIR] \\
         [--sizes vga hd] [--img IMG ...] [--photo PHOTO] [--threads 1 0] \\
-        [--warmup 5] [--runs 30] [--paths reference pytorch ort_fp32 ort_int8] [--no-jit] \\
-        [--out table.md]
+        [--warmup 5] [--runs 30] [--block 10] \\
+        [--paths reference pytorch ort_fp32 ort_int8] [--no-jit] [--out table.md]
 
 Every call runs the whole per-image job on one JPEG file: image decode, pre-processing,
 forward, post-processing (decode, score threshold) and NMS; the detections are returned in
@@ -41,8 +41,12 @@ of ``../shared/photos``) resized to that size and saved as JPEG; ``WxH`` gives o
 ``--img`` adds given images as they are. ``--threads 1`` sets ``torch.set_num_threads(1)``,
 ``cv2.setNumThreads(1)`` and ONNX Runtime ``intra_op_num_threads=1``; ``0`` means all cores.
 
-Timing: after ``--warmup`` calls of each path, the paths are called in turn (round robin)
-``--runs`` times, so that load changes hit every path alike; the table gives the median
+Timing: after ``--warmup`` calls of each path, the paths take turns in rounds, so that load
+changes hit every path alike: in each round a path makes one untimed call and then ``--block``
+(default 10) timed calls in a row, until it has ``--runs`` timed calls. A program runs one
+detector, call after call; alternating single calls of five detectors in one process
+(``--block 1``) also measures their interference: the thread pools of the path that just ran
+still busy-wait on the cores, and it has evicted the caches. The table gives the median
 (and the 90th percentile) per image, the throughput of one stream (1 / median) and the ratio of
 each median to the reference's median of the same input and thread count. ``os.getloadavg()``
 is printed before and after: other processes on the machine skew absolute numbers, the ratios
@@ -254,17 +258,32 @@ def make_inputs(sizes: Sequence[str], imgs: Sequence[str], photo: Optional[str],
     return out
 
 
-def time_paths(paths: Dict[str, Callable], img: str, warmup: int, runs: int) -> dict:
-    """Round-robin timing; returns ``{name: dict(times=[...], result=last output)}``."""
+def time_paths(paths: Dict[str, Callable], img: str, warmup: int, runs: int,
+               block: int = 1) -> dict:
+    """Timing in rounds; returns ``{name: dict(times=[...], result=last output)}``.
+
+    After ``warmup`` calls of each path, every round gives each path in turn ``block``
+    consecutive timed calls, until each has ``runs``. With ``block=1`` single calls of the
+    paths alternate (strict round robin); with ``block > 1`` each block starts with one
+    untimed call, so the timed calls follow a call of the same path, as in a program that
+    runs one detector: the previous path's busy-waiting thread pools and cache contents
+    do not land on the first timed call.
+    """
+    if block < 1:
+        raise ValueError(f'block must be >= 1, got {block}')
     out = {name: dict(times=[], result=None) for name in paths}
     for name, fn in paths.items():
         for _ in range(warmup):
             out[name]['result'] = fn(img)
-    for _ in range(runs):
+    while len(out[next(iter(paths))]['times']) < runs:
         for name, fn in paths.items():
-            t0 = time.perf_counter()
-            out[name]['result'] = fn(img)
-            out[name]['times'].append(time.perf_counter() - t0)
+            times = out[name]['times']
+            if block > 1:
+                out[name]['result'] = fn(img)  # settle: untimed
+            for _ in range(min(block, runs - len(times))):
+                t0 = time.perf_counter()
+                out[name]['result'] = fn(img)
+                times.append(time.perf_counter() - t0)
     return out
 
 
@@ -301,6 +320,9 @@ def parse_args(argv=None):
                         help='thread counts (0: all cores)')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--runs', type=int, default=30)
+    parser.add_argument('--block', type=int, default=10,
+                        help='timed calls of one path in a row (after one untimed call) '
+                        'before the next path; 1: strict round robin of single calls')
     parser.add_argument('--paths', nargs='+', default=list(ALL_PATHS), choices=ALL_PATHS)
     parser.add_argument('--no-channels-last', action='store_true',
                         help='keep the contiguous (NCHW) memory format in the pytorch path')
@@ -314,8 +336,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        raise SystemExit('--runs must be >= 1 and --warmup >= 0')
+    if args.runs < 1 or args.warmup < 0 or args.block < 1:
+        raise SystemExit('--runs and --block must be >= 1 and --warmup >= 0')
     if not args.sizes and not args.img:
         raise SystemExit('nothing to run: give --sizes and/or --img')
     p2o = _load_tool('tools/deployment/pytorch2onnx.py', 'retinaface_pytorch2onnx')
@@ -362,7 +384,7 @@ def main(argv=None) -> int:
         if 'ort_int8' in args.paths:
             paths['ort_int8'] = ONNXFaceDetector(onnx_int8, num_threads=ort_threads)
         for label, img in inputs:
-            res = time_paths(paths, img, args.warmup, args.runs)
+            res = time_paths(paths, img, args.warmup, args.runs, args.block)
             ref_med = np.median(res['reference']['times']) if 'reference' in res else None
             for name, r in res.items():
                 med = float(np.median(r['times']))
@@ -376,7 +398,10 @@ def main(argv=None) -> int:
     header = (f'RetinaFace end-to-end CPU latency ({args.config}); {platform.processor() or ""} '
               f'{os.cpu_count()} cores, torch {torch.__version__}, onnxruntime '
               f'{__import__("onnxruntime").__version__}; median of {args.runs} runs after '
-              f'{args.warmup} warm-up calls, paths interleaved; threads 0 = all cores.\n'
+              f'{args.warmup} warm-up calls, '
+              + (f'paths alternating in blocks of {args.block} timed calls (each after one '
+                 'untimed call)' if args.block > 1 else 'single calls of the paths interleaved')
+              + '; threads 0 = all cores.\n'
               f'Load average (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / '
               f'{load_before[2]:.2f}, after: {load_after[0]:.2f} / {load_after[1]:.2f} / '
               f'{load_after[2]:.2f}.\n'
