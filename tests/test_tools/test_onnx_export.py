@@ -326,6 +326,45 @@ def test_pad_narrow_channels_keeps_outputs(tmp_path):
     assert p2o.pad_narrow_channels(shared, 16) == []
 
 
+def test_static_upsample_scales(tmp_path):
+    """The neck's two nearest upsamplings get constant 2x scales: same outputs on padded
+    inputs, no Shape op reads a feature map any more (only the input's batch size is read);
+    sizes that do not give one integer factor leave the model alone."""
+    import onnx
+    import onnxruntime as ort
+    model, cfg = _random_model()
+    plain = p2o.export_onnx(model, cfg, str(tmp_path / 'plain.onnx'), shape=(64, 96),
+                            static_upsample=False)
+    proto = onnx.load(plain)
+    read = {n.input[0] for n in proto.graph.node if n.op_type == 'Shape'}
+    assert 'input' in read and len(read) == 5  # and the sizes of 4 neck feature maps
+    # unpadded sizes: the factors are not integers (or differ), nothing changes
+    assert p2o.static_upsample_scales(proto, [(70, 90), (90, 70)]) == 0
+    assert proto == onnx.load(plain)
+    assert p2o.static_upsample_scales(proto, [(64, 96), (96, 64)]) == 2
+    assert p2o.static_upsample_scales(proto, [(64, 96), (96, 64)]) == 0  # nothing left
+    resizes = [n for n in proto.graph.node if n.op_type == 'Resize']
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert [inits[n.input[2]].tolist() for n in resizes] == [[1, 1, 2, 2]] * 2
+    assert [n.input for n in proto.graph.node if n.op_type == 'Shape'] == [['input']]
+    static = str(tmp_path / 'static.onnx')
+    onnx.save(proto, static)
+    rng = np.random.default_rng(1)
+    sessions = [ort.InferenceSession(f, providers=['CPUExecutionProvider'])
+                for f in (plain, static)]
+    for h, w in [(160, 96), (32, 224)]:
+        x = rng.normal(0, 50, (1, 3, h, w)).astype(np.float32)
+        for a, b in zip(*(s.run(None, {'input': x}) for s in sessions)):
+            np.testing.assert_array_equal(a, b)
+    # the exporter's default: the same graph (padded inputs are what the metadata asks for)
+    default = onnx.load(p2o.export_onnx(model, cfg, str(tmp_path / 'default.onnx'),
+                                        shape=(64, 96)))
+    assert [n.input for n in default.graph.node if n.op_type == 'Shape'] == [['input']]
+    # an unpadded input now fails loudly at the FPN addition
+    with pytest.raises(Exception, match='Add'):
+        sessions[1].run(None, {'input': np.zeros((1, 3, 72, 96), np.float32)})
+
+
 def test_cli_and_errors(tmp_path, capsys):
     out = tmp_path / 'cli.onnx'
     assert p2o.main([CONFIG, 'none', str(out), '--shape', '64', '64', '--verify']) == 0

@@ -146,14 +146,17 @@ class RetinaFaceONNXWrapper(nn.Module):
     def forward(self, x: torch.Tensor):
         head = self.score_head
         cls_scores, bbox_preds, kpt_preds, _ = head(self.model.extract_feat(x))
+        # the batch size read from the input: a Shape of a feature map would make ONNX Runtime
+        # convert that whole map out of its internal layout just to read the size
+        n = x.shape[0]
         if self.face_logit:
-            scores = head._flatten(cls_scores, 1).sigmoid()
+            scores = head._flatten(cls_scores, 1, n).sigmoid()
         elif head.use_sigmoid_cls:
-            scores = head._flatten(cls_scores, head.cls_out_channels).sigmoid()
+            scores = head._flatten(cls_scores, head.cls_out_channels, n).sigmoid()
         else:
-            scores = head._flatten(cls_scores, head.cls_out_channels).softmax(-1)[..., :-1]
-        deltas = head._flatten(bbox_preds, head.bbox_coder.encode_size)
-        kpts = head._flatten(kpt_preds, 2 * head.num_keypoints) if kpt_preds else None
+            scores = head._flatten(cls_scores, head.cls_out_channels, n).softmax(-1)[..., :-1]
+        deltas = head._flatten(bbox_preds, head.bbox_coder.encode_size, n)
+        kpts = head._flatten(kpt_preds, 2 * head.num_keypoints, n) if kpt_preds else None
         if not self.decoded:
             return (scores, deltas) if kpts is None else (scores, deltas, kpts)
         anchors = torch.cat([self._anchors(c, i) for i, c in enumerate(cls_scores)])[None]
@@ -277,17 +280,101 @@ def pad_narrow_channels(model, multiple: int = 16) -> List[str]:
         del graph.value_info[:]
         graph.value_info.extend(kept)
     if widened:  # drop the constants (and Identity nodes) nothing reads any more
-        while True:
-            used = {i for n in graph.node for i in n.input} | outputs
-            dead = [n for n in graph.node if n.op_type == 'Identity' and n.output[0] not in used]
-            if not dead:
-                break
-            for n in dead:
-                graph.node.remove(n)
-        keep = [t for t in graph.initializer if t.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+        _remove_unused(graph)
     return widened
+
+
+def _remove_unused(graph) -> None:
+    """Remove, in place, the nodes whose outputs nothing reads (repeatedly) and the unused
+    initializers."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def static_upsample_scales(model, sizes: Sequence[Tuple[int, int]], seed: int = 0) -> int:
+    """Give nearest-neighbour ``Resize`` nodes whose output size is read from another tensor's
+    shape a constant scale instead, in place; returns how many were changed.
+
+    The neck upsamples each level to the size of the level below
+    (``F.interpolate(size=...)``), which the graph reads from full feature maps with ``Shape``
+    ops; ONNX Runtime then converts those maps out of its internal layout (NCHWc blocks in
+    FP32; NHWC, transposed and dequantised, in INT8) only to read their sizes. When every
+    input is padded to a multiple of the largest stride (as the metadata's
+    ``pad_size_divisor`` makes :class:`ONNXFaceDetector` do), each upsampling is by a constant
+    factor. The factors are measured with ONNX Runtime on inputs of the given (padded) sizes,
+    which must agree, and the rewritten graph must give exactly the original outputs on them;
+    otherwise the model is left as it is (returns 0). An input that is not padded then fails
+    with a shape error at the addition that follows instead of running.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    graph = model.graph
+    constants = {t.name for t in graph.initializer} | {
+        o for n in graph.node if n.op_type == 'Constant' for o in n.output}
+    nodes = [
+        n for n in graph.node
+        if n.op_type == 'Resize' and len(n.input) == 4 and n.input[3]
+        and n.input[3] not in constants and any(
+            a.name == 'mode' and a.s == b'nearest' for a in n.attribute)
+    ]
+    if not nodes:
+        return 0
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    names = [t for n in nodes for t in (n.input[0], n.output[0])]
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in names)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), opts,
+                                   providers=['CPUExecutionProvider'])
+    input_name = graph.input[0].name
+    rng = np.random.default_rng(seed)
+    inputs = [rng.normal(0, 50, (1, 3, h, w)).astype(np.float32) for h, w in sizes]
+    factors, expected = None, []
+    n_out = len(graph.output)
+    for x in inputs:
+        outs = session.run(None, {input_name: x})
+        expected.append(outs[:n_out])
+        found = []
+        for src, dst in zip(outs[n_out::2], outs[n_out + 1::2]):
+            if src.shape[:2] != dst.shape[:2] or any(
+                    d % s for s, d in zip(src.shape[2:], dst.shape[2:])):
+                return 0
+            found.append(tuple(d // s for s, d in zip(src.shape[2:], dst.shape[2:])))
+        if factors not in (None, found):
+            return 0
+        factors = found
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    by_name = {n.output[0]: n for n in rewritten.graph.node}
+    for k, (node, factor) in enumerate(zip(nodes, factors)):
+        name = f'static_upsample_scales_{k}'
+        scales = np.asarray((1, 1) + factor, dtype=np.float32)
+        rewritten.graph.initializer.append(numpy_helper.from_array(scales, name))
+        target = by_name[node.output[0]]
+        data, roi = target.input[0], target.input[1]
+        del target.input[:]
+        target.input.extend([data, roi, name])
+    _remove_unused(rewritten.graph)
+    session = ort.InferenceSession(rewritten.SerializeToString(), opts,
+                                   providers=['CPUExecutionProvider'])
+    for x, ref in zip(inputs, expected):
+        if not all(np.array_equal(a, b) for a, b in zip(session.run(None, {input_name: x}),
+                                                         ref)):
+            return 0
+    model.CopyFrom(rewritten)
+    return len(nodes)
 
 
 # ---------------------------------------------------------------------------- metadata
@@ -368,7 +455,8 @@ def export_onnx(model,
                 opset: int = 17,
                 with_postprocess: bool = False,
                 simplify: bool = False,
-                pad_channels: int = 16) -> str:
+                pad_channels: int = 16,
+                static_upsample: bool = True) -> str:
     """Export ``model`` (eval mode, CPU) to ``out_file`` with dynamic H / W and the metadata.
 
     Args:
@@ -378,6 +466,8 @@ def export_onnx(model,
         simplify: run ``onnxsim`` on the result.
         pad_channels: widen narrow conv chains to a multiple of this many channels
             (:func:`pad_narrow_channels`; 0: off).
+        static_upsample: when the inputs are padded to a multiple of the largest stride,
+            give the neck's upsampling constant scales (:func:`static_upsample_scales`).
     """
     if len(shape) != 2 or min(shape) <= 0:
         raise ValueError(f'shape must be two positive ints (H W), got {shape}')
@@ -413,12 +503,20 @@ def export_onnx(model,
         if not ok:
             raise RuntimeError('onnxsim could not validate the simplified model')
         onnx.save(simplified, out_file)
-    if pad_channels and pad_channels > 1:
+    meta = build_metadata(model, cfg, decoded=with_postprocess)
+    divisor = int(meta['preprocess'].get('pad_size_divisor') or 0)
+    max_stride = max(max(lv['stride']) for lv in meta['levels'])
+    static_upsample = static_upsample and divisor > 0 and divisor % max_stride == 0
+    if (pad_channels and pad_channels > 1) or static_upsample:
         import onnx
         proto = onnx.load(out_file)
-        if pad_narrow_channels(proto, pad_channels):
+        changed = bool(pad_channels and pad_channels > 1
+                       and pad_narrow_channels(proto, pad_channels))
+        if static_upsample:
+            sizes = [(2 * divisor, 3 * divisor), (3 * divisor, 2 * divisor)]
+            changed = static_upsample_scales(proto, sizes) > 0 or changed
+        if changed:
             onnx.save(proto, out_file)
-    meta = build_metadata(model, cfg, decoded=with_postprocess)
     write_metadata(out_file, meta)
     return out_file
 
@@ -460,6 +558,10 @@ def parse_args(argv=None):
     parser.add_argument('--pad-channels', type=int, default=16,
                         help='widen narrow conv chains (MobileNet-0.25: 8 channels) with zero '
                         'channels to a multiple of this (ONNX Runtime AVX-512 blocks; 0: off)')
+    parser.add_argument('--no-static-upsample', action='store_true',
+                        help='keep the neck upsampling to sizes read from feature map shapes '
+                        '(by default constant scales, exact for inputs padded to a multiple of '
+                        'the largest stride)')
     parser.add_argument('--verify', action='store_true',
                         help='compare ONNX Runtime and PyTorch outputs at two input sizes')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -476,7 +578,7 @@ def main(argv=None) -> int:
     model, cfg = build_model(args.config, ckpt, cfg_options)
     export_onnx(model, cfg, args.out, shape=args.shape, opset=args.opset,
                 with_postprocess=args.with_postprocess, simplify=args.simplify == 'yes',
-                pad_channels=args.pad_channels)
+                pad_channels=args.pad_channels, static_upsample=not args.no_static_upsample)
     print(f'Saved {args.out} ({osp.getsize(args.out) / 1e6:.2f} MB, opset {args.opset}, '
           f'outputs: {"decoded" if args.with_postprocess else "deltas"}, dynamic H/W)')
     if args.verify:

@@ -395,9 +395,12 @@ class RetinaFaceHead(AnchorHead):
                                    flat_valid, num_level_priors, batch_gt_instances,
                                    batch_img_metas, batch_gt_instances_ignore)
 
-    def _flatten(self, preds: List[Tensor], dim: int) -> Tensor:
-        """(B, A*dim, H, W) per level -> (B, sum(H*W*A), dim), location-major, anchor-minor."""
-        b = preds[0].size(0)
+    def _flatten(self, preds: List[Tensor], dim: int, batch=None) -> Tensor:
+        """(B, A*dim, H, W) per level -> (B, sum(H*W*A), dim), location-major, anchor-minor.
+
+        ``batch``: B when known (the ONNX exporter passes the input's batch size, so that the
+        graph does not read it from the shape of a feature map)."""
+        b = preds[0].size(0) if batch is None else batch
         return torch.cat([p.permute(0, 2, 3, 1).reshape(b, -1, dim) for p in preds], dim=1)
 
     def loss_by_priors(self,
