@@ -365,6 +365,35 @@ def test_static_upsample_scales(tmp_path):
         sessions[1].run(None, {'input': np.zeros((1, 3, 72, 96), np.float32)})
 
 
+def test_post_processor_selects_candidates_per_level(exported):
+    """Score threshold then top-``nms_pre`` per level, for one class (the 1-D fast path) and
+    for several classes, against a plain loop over levels."""
+    _, _, files = exported
+    meta = oi.read_metadata(files[False])
+    post = oi.FacePostProcessor(meta, score_thr=0.3, nms_pre=7)
+    pad = (96, 128)
+    counts = [int(np.ceil(pad[0] / lv['stride'][1])) * int(np.ceil(pad[1] / lv['stride'][0]))
+              * len(lv['base_anchors']) for lv in meta['levels']]
+    rng = np.random.default_rng(0)
+    scores = rng.random((sum(counts), 2)).astype(np.float32)
+
+    def expected(s):
+        out, start = [], 0
+        for n in counts:
+            rows, cols = np.nonzero(s[start:start + n] > 0.3)
+            vals = s[start:start + n][rows, cols]
+            sel = np.argsort(-vals, kind='stable')[:7] if rows.size > 7 else np.arange(rows.size)
+            out += [(start + r, c, v) for r, c, v in zip(rows[sel], cols[sel], vals[sel])]
+            start += n
+        return out
+
+    for s in (scores[:, :1], scores):
+        rows, cols, kept = post._select(np.ascontiguousarray(s), pad)
+        assert list(zip(rows.tolist(), cols.tolist(), kept.tolist())) == [
+            (int(r), int(c), float(v)) for r, c, v in expected(s)]
+        assert len(rows) == 7 * len(counts)
+
+
 def test_cli_and_errors(tmp_path, capsys):
     out = tmp_path / 'cli.onnx'
     assert p2o.main([CONFIG, 'none', str(out), '--shape', '64', '64', '--verify']) == 0
