@@ -4,10 +4,12 @@
 Usage::
 
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT OUT.onnx \\
-        [--shape 640 640] [--opset 17] [--simplify no] [--with-postprocess] [--verify]
+        [--shape 640 640] [--opset 17] [--simplify no] [--with-postprocess] \\
+        [--pad-channels 16] [--no-static-upsample] [--verify]
 
 The graph takes the preprocessed image ``input`` (1, 3, H, W) float32 (BGR minus the mean for
-the MobileNet configs, padded to a multiple of 32; H and W are dynamic) and returns, over the
+the MobileNet configs, padded to a multiple of 32 - required, the neck upsamples by constant
+factors unless ``--no-static-upsample``; H and W are dynamic) and returns, over the
 ``N`` anchors of that size in mmdet's order (level, then row-major cell, then anchor):
 
 - default: ``scores`` (1, N, C) (softmax / sigmoid applied), ``bbox_deltas`` (1, N, 4) and
