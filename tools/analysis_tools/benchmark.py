@@ -275,7 +275,7 @@ def time_paths(paths: Dict[str, Callable], img: str, warmup: int, runs: int,
     for name, fn in paths.items():
         for _ in range(warmup):
             out[name]['result'] = fn(img)
-    while len(out[next(iter(paths))]['times']) < runs:
+    while paths and len(out[next(iter(paths))]['times']) < runs:
         for name, fn in paths.items():
             times = out[name]['times']
             if block > 1:
