@@ -2,6 +2,7 @@
 (projects/retinaface/apis/onnx_inference.py) and INT8 quantisation (onnx_quantize.py)."""
 import os.path as osp
 import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -360,6 +361,13 @@ def test_static_upsample_scales(tmp_path):
     default = onnx.load(p2o.export_onnx(model, cfg, str(tmp_path / 'default.onnx'),
                                         shape=(64, 96)))
     assert [n.input for n in default.graph.node if n.op_type == 'Shape'] == [['input']]
+    # without onnxruntime (an optional requirement) the export still works, unchanged
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, 'onnxruntime', None)
+        with pytest.warns(UserWarning, match='onnxruntime is not installed'):
+            kept = onnx.load(p2o.export_onnx(model, cfg, str(tmp_path / 'no_ort.onnx'),
+                                             shape=(64, 96)))
+    assert len({n.input[0] for n in kept.graph.node if n.op_type == 'Shape'}) == 5
     # an unpadded input now fails loudly at the FPN addition
     with pytest.raises(Exception, match='Add'):
         sessions[1].run(None, {'input': np.zeros((1, 3, 72, 96), np.float32)})

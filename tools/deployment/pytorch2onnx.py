@@ -509,6 +509,13 @@ def export_onnx(model,
     divisor = int(meta['preprocess'].get('pad_size_divisor') or 0)
     max_stride = max(max(lv['stride']) for lv in meta['levels'])
     static_upsample = static_upsample and divisor > 0 and divisor % max_stride == 0
+    if static_upsample:
+        try:
+            import onnxruntime  # noqa: F401  (measures the upsampling factors)
+        except ImportError:
+            warnings.warn('onnxruntime is not installed: the neck keeps upsampling to sizes '
+                          'read from the feature maps (slower under ONNX Runtime)', stacklevel=2)
+            static_upsample = False
     if (pad_channels and pad_channels > 1) or static_upsample:
         import onnx
         proto = onnx.load(out_file)
