@@ -134,7 +134,7 @@ def test_anchors_and_coders_match_mmdet(exported):
         atol=1e-4)
 
 
-@pytest.mark.parametrize('backend', ['numpy', 'cv2', 'sparse'])
+@pytest.mark.parametrize('backend', ['numpy', 'cv2', 'sparse', 'auto'])
 def test_nms_matches_mmcv(backend):
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 300, (400, 2))
@@ -151,7 +151,7 @@ def test_nms_matches_mmcv(backend):
         oi.nms(boxes, scores, 0.4, backend='gpu')
 
 
-@pytest.mark.parametrize('backend', ['numpy', 'cv2', 'sparse'])
+@pytest.mark.parametrize('backend', ['numpy', 'cv2', 'sparse', 'auto'])
 def test_nms_max_num_prefix_is_exact(backend):
     """With max_num, NMS may stop after a prefix of the best candidates; the result must be
     the first max_num boxes of the full NMS, also when the first prefix keeps too few (heavy
@@ -170,6 +170,35 @@ def test_nms_max_num_prefix_is_exact(backend):
     for max_num in (5, 25, len(full), 1000):
         keep = oi.nms(boxes, scores, 0.4, max_num=max_num, backend=backend)
         np.testing.assert_array_equal(keep, full[:max_num])
+
+
+def test_nms_auto_picks_backend_by_candidate_count(monkeypatch):
+    """'auto' runs OpenCV's NMSBoxes up to AUTO_CV2_MAX_BOXES candidates, the sparse NMS above
+    and for non-positive scores (which NMSBoxes drops); the boxes kept are the same."""
+    limit = oi.AUTO_CV2_MAX_BOXES
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 2000, (limit + 1, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (limit + 1, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0.02, 1, limit + 1).astype(np.float32)
+    calls = []
+
+    def spy(name):
+        real = getattr(oi, name)
+
+        def wrapped(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+        return wrapped
+
+    for name in ('_nms_cv2', 'nms_sparse'):
+        monkeypatch.setattr(oi, name, spy(name))
+    cases = [(limit, scores[:limit], '_nms_cv2'), (limit + 1, scores, 'nms_sparse'),
+             (50, np.concatenate([[0.0], scores[1:50]]).astype(np.float32), 'nms_sparse')]
+    for n, s, expected in cases:
+        calls.clear()
+        keep = oi.nms(boxes[:n], s, 0.4, backend='auto')
+        assert calls == [expected], (n, calls)
+        np.testing.assert_array_equal(keep, oi.nms_numpy(boxes[:n], s, 0.4))
 
 
 def _boxes(rng, n, lo, hi, extent=600):
