@@ -26,10 +26,10 @@ outputs) and, by default, the first 8 convs (``--float-first-convs``): with Mobi
 are the 8-32-channel layers at 1/2 and 1/4 resolution and the stride-2 depthwise conv that
 leaves 1/4 resolution. They cost most of the INT8 accuracy loss (all layers INT8 lost 5.7 AP)
 and ONNX Runtime's INT8 kernels are slower than its float ones on these narrow layers (1 or 2 in
-float: +6 and +4.4 ms at 1920x1080). Ending the float part after that stride-2 conv hands a 4x smaller tensor
-to the INT8 part than ending it before: with 8 in float instead of 7 the network ran 1.6 ms
-faster at 1920x1080 (0.4 ms at 1024x768) and lost 0.10 all-faces AP instead of 0.27; 9, 11 or 13
-in float were no faster. The model is first optimised with
+float: +6 and +4.4 ms at 1920x1080). Ending the float part after that stride-2 conv hands a 4x
+smaller tensor to the INT8 part than ending it before: with 8 in float instead of 7 the network
+ran 1.6 ms faster at 1920x1080 (0.4 ms at 1024x768) and lost 0.10 all-faces AP instead of 0.27;
+9, 11 or 13 in float were no faster. The model is first optimised with
 ``onnxruntime.quantization.quant_pre_process`` (shape inference, Conv+BN / Conv+ReLU fusion).
 The RetinaFace metadata of the input model is copied to the output, so
 ``ONNXFaceDetector('OUT.onnx')`` works unchanged.
