@@ -346,14 +346,36 @@ def test_pad_narrow_channels_keeps_outputs(tmp_path):
             for f in (plain, padded)]
     for a, b in zip(*outs):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
-    # the export default pads; a chain whose middle tensor is also a graph output is kept
-    assert onnx.load(p2o.export_onnx(model, cfg, str(tmp_path / 'default.onnx'),
-                                     shape=(64, 96))).graph.initializer
+    # a chain whose middle tensor is also a graph output is kept
     shared = onnx.load(plain)
     mid = next(n for n in shared.graph.node if n.op_type == 'LeakyRelu').output[0]
     shared.graph.output.append(onnx.helper.make_tensor_value_info(mid, onnx.TensorProto.FLOAT,
                                                                   None))
     assert p2o.pad_narrow_channels(shared, 16) == []
+
+
+def test_pad_channels_default_follows_the_cpu(tmp_path, monkeypatch):
+    """The export pads to ONNX Runtime's NCHWc block of the exporting CPU: 16 with AVX-512,
+    nothing on AVX2 CPUs (8-channel blocks, which MobileNet-0.25's chain already fills)."""
+    import onnx
+    from onnx import numpy_helper
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n')
+    assert not p2o.cpu_has_avx512(str(info))
+    info.write_text('processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512bw\n')
+    assert p2o.cpu_has_avx512(str(info))
+    assert not p2o.cpu_has_avx512(str(tmp_path / 'missing'))
+    model, cfg = _random_model()
+    widths = {}
+    for avx512 in (False, True):
+        monkeypatch.setattr(p2o, 'cpu_has_avx512', lambda avx512=avx512: avx512)
+        assert p2o.default_pad_channels() == (16 if avx512 else 0)
+        proto = onnx.load(p2o.export_onnx(model, cfg, str(tmp_path / f'{avx512}.onnx'),
+                                          shape=(64, 96)))
+        inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        first = next(n for n in proto.graph.node if n.op_type == 'Conv')
+        widths[avx512] = inits[first.input[1]].shape[0]
+    assert widths == {False: 8, True: 16}
 
 
 def test_static_upsample_scales(tmp_path):

@@ -5,7 +5,7 @@ Usage::
 
     python tools/deployment/pytorch2onnx.py CONFIG CHECKPOINT OUT.onnx \\
         [--shape 640 640] [--opset 17] [--simplify no] [--with-postprocess] \\
-        [--pad-channels 16] [--no-static-upsample] [--verify]
+        [--pad-channels N] [--no-static-upsample] [--verify]
 
 The graph takes the preprocessed image ``input`` (1, 3, H, W) float32 (BGR minus the mean for
 the MobileNet configs, padded to a multiple of 32 - required, the neck upsamples by constant
@@ -185,6 +185,29 @@ class RetinaFaceONNXWrapper(nn.Module):
 _ZERO_PRESERVING = ('Relu', 'LeakyRelu')
 
 
+def cpu_has_avx512(cpuinfo: str = '/proc/cpuinfo') -> bool:
+    """Whether this CPU has AVX-512 (``avx512f`` among the ``flags`` of ``cpuinfo``; False
+    where the file cannot be read)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return 'avx512f' in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def default_pad_channels() -> int:
+    """The ``pad_channels`` default: ONNX Runtime's NCHWc block width on this CPU, 16 with
+    AVX-512; 0 (off) otherwise, where the blocks are 8 channels wide and MobileNet-0.25's
+    8-channel chain already fits them (padding it to 16 there doubled the work of its first
+    three convs: the INT8 network ran 2.6 ms slower at 1024x768, FP32 4.4 ms, on an AVX2
+    CPU). The exported graph is tuned for the CPU it is exported on; give ``--pad-channels``
+    for another."""
+    return 16 if cpu_has_avx512() else 0
+
+
 def pad_narrow_channels(model, multiple: int = 16) -> List[str]:
     """Widen ``Conv -> act -> depthwise Conv -> act -> Conv`` chains whose width is not a
     multiple of ``multiple`` with all-zero channels, in place; returns the names of the
@@ -196,8 +219,10 @@ def pad_narrow_channels(model, multiple: int = 16) -> List[str]:
     the slow plain layout. With the padding in the graph, the whole chain stays blocked: the
     MobileNet-0.25 model ran 5 ms faster at 1920x1080 and 0.4 ms at 640x480 (1 thread, AVX-512
     machine of the README benchmark). The extra channels have zero weights and biases, and
-    the activations keep 0 at 0, so they are exactly 0 and every output is unchanged (on
-    AVX2 CPUs, whose blocks are 8 channels, ``multiple=8`` leaves MobileNet-0.25 as it is).
+    the activations keep 0 at 0, so they are exactly 0 and every output is unchanged. On AVX2
+    CPUs, whose blocks are 8 channels, the padding only doubles the work of these layers
+    (``multiple=8`` leaves MobileNet-0.25 as it is), so the export pads only on AVX-512 CPUs
+    by default (:func:`default_pad_channels`).
     """
     from onnx import numpy_helper
     if multiple <= 1:
@@ -457,7 +482,7 @@ def export_onnx(model,
                 opset: int = 17,
                 with_postprocess: bool = False,
                 simplify: bool = False,
-                pad_channels: int = 16,
+                pad_channels: Optional[int] = None,
                 static_upsample: bool = True) -> str:
     """Export ``model`` (eval mode, CPU) to ``out_file`` with dynamic H / W and the metadata.
 
@@ -467,7 +492,8 @@ def export_onnx(model,
         with_postprocess: decode boxes / landmarks of every anchor in the graph.
         simplify: run ``onnxsim`` on the result.
         pad_channels: widen narrow conv chains to a multiple of this many channels
-            (:func:`pad_narrow_channels`; 0: off).
+            (:func:`pad_narrow_channels`; 0: off; None: :func:`default_pad_channels`, 16
+            on an AVX-512 CPU, else 0).
         static_upsample: when the inputs are padded to a multiple of the largest stride,
             give the neck's upsampling constant scales (:func:`static_upsample_scales`).
     """
@@ -475,6 +501,8 @@ def export_onnx(model,
         raise ValueError(f'shape must be two positive ints (H W), got {shape}')
     if opset < 11:
         raise ValueError(f'opset must be >= 11, got {opset}')
+    if pad_channels is None:
+        pad_channels = default_pad_channels()
     wrapper = RetinaFaceONNXWrapper(model.eval(), decoded=with_postprocess).eval()
     names = list(DECODED_OUTPUTS if with_postprocess else DELTA_OUTPUTS)
     if not model.bbox_head.with_landmarks:
@@ -564,9 +592,10 @@ def parse_args(argv=None):
                         help='run onnxsim on the exported model (needs onnxsim)')
     parser.add_argument('--with-postprocess', action='store_true',
                         help='decode boxes and landmarks of every anchor inside the graph')
-    parser.add_argument('--pad-channels', type=int, default=16,
+    parser.add_argument('--pad-channels', type=int, default=None,
                         help='widen narrow conv chains (MobileNet-0.25: 8 channels) with zero '
-                        'channels to a multiple of this (ONNX Runtime AVX-512 blocks; 0: off)')
+                        "channels to a multiple of this (ONNX Runtime's NCHWc block; 0: off; "
+                        'default: 16 on a CPU with AVX-512, else 0)')
     parser.add_argument('--no-static-upsample', action='store_true',
                         help='keep the neck upsampling to sizes read from feature map shapes '
                         '(by default constant scales, exact for inputs padded to a multiple of '
