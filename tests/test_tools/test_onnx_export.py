@@ -508,6 +508,7 @@ def test_quantize_int8(exported, tmp_path, monkeypatch):
     assert convs[8].input[1] in dq_outputs
     meta = oi.read_metadata(out)
     assert meta['quantization']['num_calib'] == 2 and meta['quantization']['per_channel']
+    assert meta['quantization']['reduce_range'] == oq.default_reduce_range()
     props = {p.key: p.value for p in proto.metadata_props}
     assert sorted(__import__('json').loads(props['retinaface.calibration_images'])) == sorted(
         osp.relpath(p, tmp_path / 'calib') for p in calib)
@@ -516,6 +517,22 @@ def test_quantize_int8(exported, tmp_path, monkeypatch):
     assert res['bboxes'].shape[1] == 4 and res['keypoints'].shape[1:] == (5, 2)
     with pytest.raises(ValueError, match='calibration'):
         oq.split_images(images, 3, 1)
+
+
+def test_reduce_range_default_follows_vnni(tmp_path):
+    """7-bit weights by default only on x86 CPUs without VNNI (saturating U8S8 kernels)."""
+    info = tmp_path / 'cpuinfo'
+    info.write_text('processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n')
+    assert oi.cpu_flags(str(info)) == {'fpu', 'sse2', 'avx', 'avx2', 'fma'}
+    assert oq.default_reduce_range(str(info))
+    for vnni in oq.VNNI_FLAGS:
+        info.write_text(f'processor\t: 0\nflags\t\t: fpu avx2 {vnni}\n')
+        assert not oq.default_reduce_range(str(info))
+    info.write_text('processor\t: 0\nFeatures\t: fp asimd\n')  # no x86 flags line
+    assert oi.cpu_flags(str(info)) == frozenset() and not oq.default_reduce_range(str(info))
+    assert not oq.default_reduce_range(str(tmp_path / 'missing'))
+    assert oq.parse_args(['a', 'b', '--calib-dir', 'c']).reduce_range is None
+    assert oq.parse_args(['a', 'b', '--calib-dir', 'c', '--no-reduce-range']).reduce_range is False
 
 
 def test_quantize_falls_back_to_minmax_on_constant_tensors(exported, tmp_path, monkeypatch,

@@ -29,7 +29,8 @@ and ONNX Runtime's INT8 kernels are slower than its float ones on these narrow l
 float: +6 and +4.4 ms at 1920x1080). Ending the float part after that stride-2 conv hands a 4x
 smaller tensor to the INT8 part than ending it before: with 8 in float instead of 7 the network
 ran 1.6 ms faster at 1920x1080 (0.4 ms at 1024x768) and lost 0.10 all-faces AP instead of 0.27;
-9, 11 or 13 in float were no faster. The model is first optimised with
+9, 11 or 13 in float were no faster. Weights are 7-bit by default on x86 CPUs without VNNI
+(``--reduce-range``, see :func:`default_reduce_range`). The model is first optimised with
 ``onnxruntime.quantization.quant_pre_process`` (shape inference, Conv+BN / Conv+ReLU fusion).
 The RetinaFace metadata of the input model is copied to the output, so
 ``ONNXFaceDetector('OUT.onnx')`` works unchanged.
@@ -155,6 +156,23 @@ def first_conv_nodes(model, num_convs: int) -> List[str]:
     return names
 
 
+#: x86 flags of integer dot-product instructions that add u8 x s8 products without 16-bit
+#: saturation (ONNX Runtime's U8S8 kernels use them when present).
+VNNI_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
+
+
+def default_reduce_range(cpuinfo: str = '/proc/cpuinfo') -> bool:
+    """The ``reduce_range`` default: 7-bit weights on an x86 CPU without VNNI, where ONNX
+    Runtime's U8S8 convolutions add pairs of products in saturating 16-bit integers (on this
+    project's AVX2 machine 8-bit weights lost 0.21 all-faces AP on 500 WIDER train images, 7-bit
+    ones 0.06, at the same speed); 8-bit weights elsewhere (they lost 0.10 on the AVX-512 machine
+    of an earlier session). The
+    quantised model is tuned for the CPU it is quantised on; give ``--reduce-range`` /
+    ``--no-reduce-range`` for another."""
+    flags = onnx_inference.cpu_flags(cpuinfo)
+    return bool(flags) and not any(f in flags for f in VNNI_FLAGS)
+
+
 def quantize(in_onnx: str,
              out_onnx: str,
              calib_images: Sequence[str],
@@ -165,7 +183,7 @@ def quantize(in_onnx: str,
              float_head: bool = False,
              float_first_convs: int = 8,
              activation_type: str = 'uint8',
-             reduce_range: bool = False,
+             reduce_range: Optional[bool] = None,
              calib_root: Optional[str] = None) -> dict:
     """Quantise ``in_onnx`` to INT8 and write ``out_onnx`` (metadata copied).
 
@@ -181,7 +199,8 @@ def quantize(in_onnx: str,
             full-resolution layers with few channels lose the most accuracy in INT8 and gain
             little speed from it.
         activation_type: ``'int8'`` or ``'uint8'`` activations (weights are always int8).
-        reduce_range: 7-bit weights (avoids overflow on CPUs without VNNI).
+        reduce_range: 7-bit weights (avoids 16-bit saturation on x86 CPUs without VNNI);
+            None: :func:`default_reduce_range` (on when this CPU lacks VNNI).
         calib_root: stored calibration paths are made relative to it.
 
     Returns:
@@ -198,6 +217,8 @@ def quantize(in_onnx: str,
     )
     if not calib_images:
         raise ValueError('no calibration images')
+    if reduce_range is None:
+        reduce_range = default_reduce_range()
     meta = onnx_inference.read_metadata(in_onnx)
     formats = dict(QDQ=QuantFormat.QDQ, QOperator=QuantFormat.QOperator)
     methods = dict(MinMax=CalibrationMethod.MinMax, Entropy=CalibrationMethod.Entropy,
@@ -294,7 +315,9 @@ def parse_args(argv=None):
                         help='one weight scale per tensor instead of per output channel')
     parser.add_argument('--activation-type', choices=['int8', 'uint8'], default='uint8',
                         help='uint8 (default) uses the fast U8S8 kernels of x86 CPUs')
-    parser.add_argument('--reduce-range', action='store_true', help='7-bit weights')
+    parser.add_argument('--reduce-range', action=argparse.BooleanOptionalAction, default=None,
+                        help='7-bit weights (default: on for an x86 CPU without VNNI, where '
+                        "ONNX Runtime's U8S8 kernels saturate 16-bit sums)")
     parser.add_argument('--float-first-convs', type=int, default=8,
                         help='keep the first N convs (and their activations) in float '
                         '(default 8: the stride-2/4 layers of MobileNet-0.25, see the docstring)')

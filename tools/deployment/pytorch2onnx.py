@@ -54,6 +54,7 @@ from projects.retinaface.apis.onnx_inference import (  # noqa: E402
     DECODED_OUTPUTS,
     DELTA_OUTPUTS,
     METADATA_VERSION,
+    cpu_flags,
     read_metadata,
     write_metadata,
 )
@@ -188,14 +189,7 @@ _ZERO_PRESERVING = ('Relu', 'LeakyRelu')
 def cpu_has_avx512(cpuinfo: str = '/proc/cpuinfo') -> bool:
     """Whether this CPU has AVX-512 (``avx512f`` among the ``flags`` of ``cpuinfo``; False
     where the file cannot be read)."""
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return 'avx512f' in line.split()
-    except OSError:
-        pass
-    return False
+    return 'avx512f' in cpu_flags(cpuinfo)
 
 
 def default_pad_channels() -> int:

@@ -67,6 +67,19 @@ DECODED_OUTPUTS = ('scores', 'boxes', 'keypoints')
 AUTO_CV2_MAX_BOXES = 1500
 
 
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset:
+    """The x86 feature flags of this CPU (the ``flags`` line of ``cpuinfo``); empty where the
+    file cannot be read or has no such line (other systems, other architectures)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return frozenset(line.split(':', 1)[-1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 # ---------------------------------------------------------------------------- metadata
 def read_metadata(model) -> dict:
     """The RetinaFace metadata of an ONNX model.
