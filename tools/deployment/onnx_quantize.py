@@ -166,9 +166,8 @@ def default_reduce_range(cpuinfo: str = '/proc/cpuinfo') -> bool:
     Runtime's U8S8 convolutions add pairs of products in saturating 16-bit integers (on this
     project's AVX2 machine 8-bit weights lost 0.21 all-faces AP on 500 WIDER train images, 7-bit
     ones 0.06, at the same speed); 8-bit weights elsewhere (they lost 0.10 on the AVX-512 machine
-    of an earlier session). The
-    quantised model is tuned for the CPU it is quantised on; give ``--reduce-range`` /
-    ``--no-reduce-range`` for another."""
+    of an earlier session). The quantised model is tuned for the CPU it is quantised on; give
+    ``--reduce-range`` / ``--no-reduce-range`` for another."""
     flags = onnx_inference.cpu_flags(cpuinfo)
     return bool(flags) and not any(f in flags for f in VNNI_FLAGS)
 
