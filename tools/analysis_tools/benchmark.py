@@ -395,8 +395,13 @@ def main(argv=None) -> int:
                     ratio=med / ref_med if ref_med else float('nan'),
                     faces=int((np.asarray(r['result']['scores']) >= 0.5).sum())))
     load_after = os.getloadavg()
+    # the vector ISA decides ONNX Runtime's kernels (and the export / quantisation defaults)
+    from projects.retinaface.apis.onnx_inference import cpu_flags
+    flags = cpu_flags()
+    isa = '/'.join(f for f in ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni') if f in flags)
+    isa = f' ({isa})' if isa else ''
     header = (f'RetinaFace end-to-end CPU latency ({args.config}); {platform.processor() or ""} '
-              f'{os.cpu_count()} cores, torch {torch.__version__}, onnxruntime '
+              f'{os.cpu_count()} cores{isa}, torch {torch.__version__}, onnxruntime '
               f'{__import__("onnxruntime").__version__}; median of {args.runs} runs after '
               f'{args.warmup} warm-up calls, '
               + (f'paths alternating in blocks of {args.block} timed calls (each after one '
