@@ -109,6 +109,49 @@ def test_onnx_matches_pytorch_at_two_sizes(exported, decoded):
     assert len(shapes) == 2  # two different network input sizes through one graph
 
 
+@pytest.mark.parametrize('decoded', [False, True])
+def test_no_detection_and_tiny_images(exported, decoded, tmp_path):
+    """Every image gets a result: empty arrays of the right shapes when no anchor passes the
+    threshold (this raised on the landmark reshape), the same faces as PyTorch on images a
+    few pixels large, and clear errors for missing or undecodable files."""
+    model, cfg, files = exported
+    none = oi.ONNXFaceDetector(files[decoded], score_thr=1.0, num_threads=1)(_image(64, 96))
+    assert none['bboxes'].shape == (0, 4) and none['scores'].shape == (0, )
+    assert none['labels'].shape == (0, ) and none['keypoints'].shape == (0, 5, 2)
+    det = oi.ONNXFaceDetector(files[decoded], score_thr=0.0, num_threads=1)
+    pipeline = build_test_pipeline(cfg)
+    model.test_cfg.score_thr = 0.0
+    try:
+        for h, w in [(1, 1), (4, 1), (9, 12)]:
+            img = _image(h, w, seed=w)[:h, :w]
+            ref = inference_detector(model, img, test_pipeline=pipeline).pred_instances
+            assert len(ref.scores) > 0
+            _match(det(img), ref)
+    finally:
+        model.test_cfg.score_thr = 0.7
+    with pytest.raises(FileNotFoundError, match='image not found'):
+        det(str(tmp_path / 'missing.jpg'))
+    (tmp_path / 'broken.jpg').write_bytes(b'not a jpeg')
+    with pytest.raises(ValueError, match='cannot decode'):
+        det(str(tmp_path / 'broken.jpg'))
+
+
+def test_preprocess_one_pixel_wide_or_high_images():
+    """OpenCV's bindings read a one-column plane of <= 4 rows as a scalar (a 1x1 image
+    raised, a 4x1 one came out wrong): every size up to 8x8 gives the float32 formula."""
+    pre = dict(mean=[104., 117., 123.], std=[1., 1., 1.], pad_size_divisor=32, pad_value=0)
+    rng = np.random.default_rng(1)
+    for h in range(1, 9):
+        for w in range(1, 9):
+            img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            expected = (img.astype(np.float32) - np.float32(pre['mean'])).transpose(2, 0, 1)
+            for cache in (None, {}):
+                blob, _ = oi.preprocess(img, pre, cache=cache)
+                assert blob.shape == (1, 3, 32, 32)
+                np.testing.assert_array_equal(blob[0, :, :h, :w], expected, err_msg=f'{h}x{w}')
+                assert not blob[0, :, h:].any() and not blob[0, :, :, w:].any()
+
+
 def test_anchors_and_coders_match_mmdet(exported):
     model, _, files = exported
     head = model.bbox_head

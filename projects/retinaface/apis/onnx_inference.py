@@ -186,7 +186,9 @@ def preprocess(img: np.ndarray,
     std = pre['std']
     order = (2, 1, 0) if pre.get('bgr_to_rgb', False) else (0, 1, 2)
     planes = None
-    if img.dtype == np.uint8:
+    # OpenCV's bindings take a one-column plane of up to 4 rows for a scalar (a 1x1 image
+    # failed, a 4x1 one came out wrong): images one pixel wide or high go through numpy
+    if img.dtype == np.uint8 and min(h, w) > 1:
         if cache is None:
             planes = cv2.split(img)
         else:
@@ -297,7 +299,8 @@ def decode_keypoints(anchors: np.ndarray, deltas: np.ndarray, variance: float) -
     """``LandmarkCoder.decode`` for 2D points: (n, 2K) deltas -> (n, K, 2) points."""
     ctr = ((anchors[:, :2] + anchors[:, 2:]) * np.float32(0.5))[:, None, :]
     scale = ((anchors[:, 2:] - anchors[:, :2]) * np.float32(variance))[:, None, :]
-    return deltas.astype(np.float32, copy=False).reshape(deltas.shape[0], -1, 2) * scale + ctr
+    deltas = deltas.astype(np.float32, copy=False)
+    return deltas.reshape(deltas.shape[0], deltas.shape[1] // 2, 2) * scale + ctr
 
 
 # ---------------------------------------------------------------------------- NMS
@@ -716,8 +719,10 @@ class ONNXFaceDetector:
         """
         if isinstance(img, (str, os.PathLike)):
             path = os.fspath(img)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f'image not found: {path}')
             img = cv2.imread(path, cv2.IMREAD_COLOR)
             if img is None:
-                raise FileNotFoundError(f'cannot read image {path}')
+                raise ValueError(f'cannot decode image {path}')
         blob, img_meta = self.preprocess(img)
         return self.postprocess(self.forward(blob), img_meta)
