@@ -136,3 +136,23 @@ def test_face_crops_unique_output_names(tmp_path):
 
 def osp_name(path):
     return path.replace('\\', '/').rsplit('/', 1)[-1]
+
+
+def test_face_crops_skips_unreadable_images_of_a_folder(toy_files, tmp_path):
+    """A corrupt file in a folder is skipped, listed in index.json and the other images are
+    cropped; given alone, the same file is an error."""
+    tool = load_script('tools/misc/face_crops.py')
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    mmcv.imwrite(np.full((90, 120, 3), 40, np.uint8), str(folder / 'a.png'))
+    (folder / 'b.jpg').write_bytes(b'not an image')
+    out = tmp_path / 'crops'
+    args = [str(toy_files / 'cfg.py'), str(toy_files / 'ckpt.pth')]
+    index = tool.main(args + [str(folder), str(out), '--kind', 'face', '--device', 'cpu'])
+    assert [osp_name(e['img_path']) for e in index['images']] == ['a.png']
+    assert len(index['images'][0]['faces']) == 1
+    assert [osp_name(s['img_path']) for s in index['skipped']] == ['b.jpg']
+    saved = json.loads((out / 'index.json').read_text())
+    assert saved['skipped'] == index['skipped']
+    with pytest.raises(IOError, match='cannot decode'):
+        tool.main(args + [str(folder / 'b.jpg'), str(tmp_path / 'c'), '--device', 'cpu'])

@@ -145,3 +145,39 @@ def test_init_detector_and_inference_detector_return_landmarks(toy_files):
         sample = inference_detector(model, inp, test_pipeline=pipeline)
         torch.testing.assert_close(sample.pred_instances.keypoints, expected)
     assert osp.basename(sample.img_path or 'none') == 'none'  # array input has no path
+
+
+@pytest.mark.parametrize('batch_size', [1, 2])
+def test_face_inferencer_skips_unreadable_images_of_a_folder(toy_files, tmp_path, batch_size):
+    """A corrupt or truncated file in a folder is skipped, counted and listed; the other
+    images all get their predictions. A single unreadable image still raises."""
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    shapes = {'a': (90, 120), 'c': (64, 50), 'e': (70, 80)}
+    for name, (h, w) in shapes.items():
+        mmcv.imwrite(np.full((h, w, 3), 40, np.uint8), str(folder / f'{name}.png'))
+    (folder / 'b.jpg').write_bytes(b'not an image')
+    good = (folder / 'a.png').read_bytes()
+    (folder / 'd.png').write_bytes(good[:len(good) // 2])  # truncated
+    inferencer = FaceInferencer(
+        str(toy_files / 'cfg.py'), weights=str(toy_files / 'ckpt.pth'), device='cpu',
+        show_progress=False)
+    out = inferencer(str(folder), batch_size=batch_size, out_dir=str(tmp_path / 'out'),
+                     no_save_pred=False, no_save_vis=True)
+    assert len(out['predictions']) == 3
+    assert sorted(osp.basename(s['input']) for s in out['skipped']) == ['b.jpg', 'd.png']
+    assert all(s['reason'] for s in out['skipped'])
+    for name, (h, w) in shapes.items():
+        pred = json.loads((tmp_path / 'out' / 'preds' / f'{name}.json').read_text())
+        np.testing.assert_allclose(pred['bboxes'], toy_predictions(h, w)['bboxes'].numpy(),
+                                   atol=1e-3)
+    assert sorted(p.name for p in (tmp_path / 'out' / 'preds').iterdir()) == [
+        'a.json', 'c.json', 'e.json']
+    # a list of inputs too; a readable folder lists nothing
+    listed = inferencer([str(folder / 'b.jpg'), str(folder / 'c.png')], no_save_vis=True)
+    assert len(listed['predictions']) == 1 and len(listed['skipped']) == 1
+    (folder / 'b.jpg').unlink()
+    (folder / 'd.png').unlink()
+    assert inferencer(str(folder), no_save_vis=True)['skipped'] == []
+    with pytest.raises(AssertionError, match='failed to load image'):
+        inferencer(str(tmp_path / 'out' / 'preds' / 'a.json'))

@@ -8,7 +8,9 @@ Writes ``OUT_DIR/face/<name>_<i>.jpg``, ``OUT_DIR/head/<name>_<i>.jpg``,
 ``OUT_DIR/aligned/<name>_<i>.jpg`` (depending on ``--kind``) and ``OUT_DIR/index.json``: per
 image its path and size, and per kept face (score >= ``--score-thr``) the score, box, landmarks,
 crop boxes, crop files (relative to OUT_DIR) and, for aligned crops, the 2x3 matrix mapping
-image pixels to crop pixels.
+image pixels to crop pixels. In a folder, files that cannot be read as images (corrupt,
+truncated) are skipped with a warning each and listed under ``skipped`` in the index; a single
+unreadable input image is an error.
 """
 import logging
 import os
@@ -93,6 +95,10 @@ def _unique_stems(items):
     return out
 
 
+class UnreadableImageError(IOError):
+    """An input file that is not a decodable image."""
+
+
 def _round(values, ndigits=2):
     return [[round(float(v), ndigits) for v in row] for row in values]
 
@@ -107,7 +113,7 @@ def process_image(model, pipeline, img_path, stem, args, kinds):
 
     img = mmcv.imread(img_path)  # BGR, as the test pipeline reads it
     if img is None:
-        raise IOError(f'cannot read the image {img_path}')
+        raise UnreadableImageError(f'cannot decode the image {img_path}')
     sample = inference_detector(model, img, test_pipeline=pipeline)
     pred = sample.pred_instances.cpu().numpy()
     keep = pred.scores >= args.score_thr
@@ -171,11 +177,21 @@ def main(argv=None):
         head=dict(width_factor=args.head_width, top_factor=args.head_top,
                   bottom_factor=args.head_bottom),
         aligned=dict(size=args.size, template='arcface_112'),
-        images=[])
+        images=[],
+        skipped=[])
     warned = False
+    folder = osp.isdir(args.input)
     progress = mmengine.ProgressBar(len(images))
     for img_path, stem in images:
-        entry = process_image(model, pipeline, img_path, stem, args, kinds)
+        try:
+            entry = process_image(model, pipeline, img_path, stem, args, kinds)
+        except UnreadableImageError as err:
+            if not folder:
+                raise
+            print_log(f'skipped: {err}', level=logging.WARNING)
+            index['skipped'].append(dict(img_path=img_path, reason=str(err)))
+            progress.update()
+            continue
         if ('aligned' in kinds and not warned and entry['faces']
                 and 'keypoints' not in entry['faces'][0]):
             print_log('the model predicts no keypoints: aligned crops are skipped',
@@ -186,7 +202,11 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     mmengine.dump(index, osp.join(args.out_dir, 'index.json'))
     num_faces = sum(len(e['faces']) for e in index['images'])
-    print_log(f'{num_faces} faces from {len(images)} images written to {args.out_dir}')
+    done = len(index['images'])
+    print_log(f'{num_faces} faces from {done} images written to {args.out_dir}'
+              + (f'; {len(index["skipped"])} of {len(images)} images could not be read and '
+                 'were skipped (listed in index.json)' if index['skipped'] else ''),
+              level=logging.WARNING if index['skipped'] else logging.INFO)
     return index
 
 

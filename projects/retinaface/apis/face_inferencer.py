@@ -15,6 +15,7 @@ import os.path as osp
 import warnings
 from typing import Dict, List, Optional
 
+import mmcv
 import mmengine
 from mmcv.transforms import Compose
 from mmdet.apis import DetInferencer
@@ -147,6 +148,18 @@ def uninstall_det_inferencer_landmarks() -> None:
     DetInferencer.pred2dict = _det_pred2dict
 
 
+def unreadable_reason(item) -> Optional[str]:
+    """Why the image file ``item`` (a path) cannot be loaded, or None when it loads (or is
+    not a path)."""
+    if not isinstance(item, str):
+        return None
+    try:
+        img = mmcv.imread(item)
+    except Exception as err:  # missing file, unreadable bytes
+        return f'{type(err).__name__}: {err}'
+    return 'cannot be decoded as an image' if img is None else None
+
+
 class FaceInferencer(DetInferencer):
     """Face detection inferencer: mmdet's :class:`DetInferencer` with landmarks.
 
@@ -162,6 +175,10 @@ class FaceInferencer(DetInferencer):
     - a checkpoint without class names (e.g. converted reference weights) takes the classes of
       the config's test dataset instead of COCO's.
 
+    - given a folder or a list, images that cannot be read (corrupt or truncated files) are
+      skipped with a warning each, counted, and listed under ``'skipped'`` in the returned
+      dict (``[{'input': path, 'reason': str}]``); a single unreadable image still raises.
+
     Args:
         model (str | Config | dict, optional): Config file or object.
         weights (str, optional): Checkpoint path.
@@ -175,6 +192,48 @@ class FaceInferencer(DetInferencer):
         >>> out = inferencer('photo.jpg', out_dir='outputs', no_save_pred=False)
         >>> out['predictions'][0]['keypoints'][0]  # five [x, y] of the first face
     """
+
+    def __call__(self, inputs, *args, **kwargs) -> dict:
+        """:meth:`DetInferencer.__call__`; with several inputs, unreadable images are skipped
+        and listed under ``'skipped'`` (see the class docstring)."""
+        many = isinstance(inputs, (list, tuple)) or (isinstance(inputs, str)
+                                                     and osp.isdir(inputs))
+        self._skip_unreadable, self.skipped_inputs = many, []
+        try:
+            results = super().__call__(inputs, *args, **kwargs)
+        finally:
+            self._skip_unreadable = False
+        if many:
+            results['skipped'] = [dict(input=i, reason=r) for i, r in self.skipped_inputs]
+            if self.skipped_inputs:
+                done = len(results['predictions'])
+                print_log(f'{len(self.skipped_inputs)} of {done + len(self.skipped_inputs)} '
+                          'images could not be read and were skipped', logger='current',
+                          level=logging.WARNING)
+        return results
+
+    def _get_chunk_data(self, inputs, chunk_size: int):
+        """Batches of ``(input, pipeline output)`` as in :class:`DetInferencer`; with several
+        inputs an image whose file cannot be read is skipped (other errors still raise)."""
+        if not getattr(self, '_skip_unreadable', False):
+            yield from super()._get_chunk_data(inputs, chunk_size)
+            return
+        chunk = []
+        for item in inputs:
+            try:
+                chunk.extend(next(super()._get_chunk_data([item], 1)))
+            except Exception:
+                reason = unreadable_reason(item)
+                if reason is None:
+                    raise
+                print_log(f'skipped {item}: {reason}', logger='current', level=logging.WARNING)
+                self.skipped_inputs.append((item, reason))
+                continue
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def _init_pipeline(self, cfg: ConfigType) -> Compose:
         """Drop annotation loaders, then build the pipeline as :class:`DetInferencer` does."""
