@@ -107,6 +107,11 @@ def test_reference_baseline_pieces():
     boxes = ref.decode(loc, priors) * scale
     expected = model.bbox_head.bbox_coder.decode(anchors, loc)
     torch.testing.assert_close(boxes, expected, atol=1e-3, rtol=1e-5)
+    # landmarks of all anchors: the same points as our landmark coder
+    kpre = torch.randn(anchors.size(0), 10)
+    kpts = ref.decode_landmarks(kpre, priors) * torch.tensor([w, h] * 5, dtype=torch.float32)
+    expected = model.bbox_head.landmark_coder.decode(anchors, kpre).reshape(-1, 10)
+    torch.testing.assert_close(kpts, expected, atol=1e-3, rtol=1e-5)
     # the +1-pixel greedy NMS
     dets = np.array([[0, 0, 9, 9, 0.9], [1, 1, 10, 10, 0.8], [20, 20, 29, 29, 0.7],
                      [0, 0, 9, 9, 0.1]], np.float32)

@@ -54,6 +54,8 @@ less so.
 """
 import argparse
 import importlib.util
+import itertools
+import math
 import os
 import os.path as osp
 import platform
@@ -123,20 +125,29 @@ class ReferenceBaseline:
         return head._flatten(box, 4), conf, head._flatten(kpt, 2 * head.num_keypoints)
 
     def prior_box(self, image_hw: Tuple[int, int]) -> torch.Tensor:
-        """Centre-size anchors normalised by the image size, built with Python loops."""
+        """Centre-size anchors normalised by the image size, built with Python loops.
+
+        The work per anchor is that of the reference's ``PriorBox.forward``, since its cost is
+        what is being reproduced: ``itertools.product`` over each feature-map grid; per anchor
+        size the two normalised size terms, the centre x and y each as a one-element list made
+        by a comprehension, a product over those two lists, and a list concatenation of the
+        four values; at the end ``torch.Tensor`` of the flat list. (A leaner loop with four
+        ``append`` calls per anchor, used here until 2026-12-04, gave the same values 2.3-2.4x
+        faster: 8 instead of 19 ms at 640x480, 54 instead of 131 ms at 1920x1080.)
+        """
         img_h, img_w = image_hw
-        values = []
+        flat = []
         for step, sizes in zip(self.steps, self.min_sizes):
-            rows = int(np.ceil(img_h / step))
-            cols = int(np.ceil(img_w / step))
-            for i in range(rows):
-                for j in range(cols):
-                    for size in sizes:
-                        values.append((j + 0.5) * step / img_w)
-                        values.append((i + 0.5) * step / img_h)
-                        values.append(size / img_w)
-                        values.append(size / img_h)
-        return torch.tensor(values, dtype=torch.float32).view(-1, 4)
+            grid = itertools.product(range(math.ceil(img_h / step)),
+                                     range(math.ceil(img_w / step)))
+            for row, col in grid:
+                for size in sizes:
+                    w_term, h_term = size / img_w, size / img_h
+                    xs = [v * step / img_w for v in [col + 0.5]]
+                    ys = [v * step / img_h for v in [row + 0.5]]
+                    for y, x in itertools.product(ys, xs):
+                        flat += [x, y, w_term, h_term]
+        return torch.Tensor(flat).view(-1, 4)
 
     def decode(self, loc: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
         v0, v1 = self.variances
@@ -145,8 +156,11 @@ class ReferenceBaseline:
         return torch.cat([ctr - wh / 2, ctr + wh / 2], dim=1)
 
     def decode_landmarks(self, pre: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
-        pts = pre.view(pre.size(0), -1, 2) * self.kpt_variance * priors[:, None, 2:]
-        return (pts + priors[:, None, :2]).reshape(pre.size(0), -1)
+        """All anchors' landmarks, one slice per point then concatenated (the reference's
+        ``decode_landm``)."""
+        ctr, size = priors[:, :2], priors[:, 2:]
+        return torch.cat([ctr + pre[:, 2 * k:2 * k + 2] * self.kpt_variance * size
+                          for k in range(pre.size(1) // 2)], dim=1)
 
     @staticmethod
     def greedy_nms(dets: np.ndarray, thresh: float) -> List[int]:
@@ -177,11 +191,12 @@ class ReferenceBaseline:
         with torch.no_grad():
             loc, conf, landms = self.network(x)
             priors = self.prior_box((im_h, im_w))
+            resize = 1  # detect.py's --origin_size; it still divides by it
             scale = torch.tensor([im_w, im_h] * 2, dtype=torch.float32)
-            boxes = (self.decode(loc[0], priors) * scale).numpy()
+            boxes = (self.decode(loc[0], priors) * scale / resize).numpy()
             scores = conf[0][:, 0].numpy()  # our class order is [face, background]
             kscale = torch.tensor([im_w, im_h] * 5, dtype=torch.float32)
-            kpts = (self.decode_landmarks(landms[0], priors) * kscale).numpy()
+            kpts = (self.decode_landmarks(landms[0], priors) * kscale / resize).numpy()
         inds = np.where(scores > self.conf_thr)[0]
         boxes, kpts, scores = boxes[inds], kpts[inds], scores[inds]
         order = scores.argsort()[::-1][:self.top_k]
