@@ -109,6 +109,51 @@ def test_onnx_matches_pytorch_at_two_sizes(exported, decoded):
     assert len(shapes) == 2  # two different network input sizes through one graph
 
 
+def _random_cascade_model(score_thr=0.5):
+    """The MobileNet config with the paper's two-stage CascadeRetinaFaceHead (random weights,
+    spread classifier scores and visible stage-1 box refinements)."""
+    torch.manual_seed(0)
+    model, cfg = p2o.build_model(CONFIG, None, {
+        'model.bbox_head.type': 'CascadeRetinaFaceHead',
+        'model.train_cfg': None,
+        'model.test_cfg.score_thr': score_thr})
+    for stage in (model.bbox_head.stage1, model.bbox_head.stage2):
+        for conv in stage.cls_heads:
+            torch.nn.init.normal_(conv.weight, std=20.0)
+        for conv in stage.reg_heads:
+            torch.nn.init.normal_(conv.weight, std=0.05)
+    for conv in model.bbox_head.stage1.reg_heads:  # refinements of ~0.1x the anchor size
+        torch.nn.init.normal_(conv.bias, std=1.0)
+    return model.eval(), cfg
+
+
+@pytest.mark.parametrize('decoded', [False, True])
+def test_cascade_head_matches_pytorch(tmp_path, decoded):
+    """A two-stage cascade exports (stage-1 box deltas as a fourth output, or both decodings
+    in the graph) and ONNXFaceDetector gives mmdet's detections: stage-2 scores, boxes and
+    landmarks decoded from the stage-1 boxes of the kept anchors."""
+    model, cfg = _random_cascade_model()
+    onnx_file = p2o.export_onnx(model, cfg, str(tmp_path / 'cascade.onnx'), shape=(64, 96),
+                                with_postprocess=decoded)
+    meta = oi.read_metadata(onnx_file)
+    assert meta['format_version'] == oi.CASCADE_METADATA_VERSION
+    assert meta['prior_bbox_coder']['stds'] == [0.1, 0.1, 0.2, 0.2]
+    det = oi.ONNXFaceDetector(onnx_file, num_threads=1)
+    expected = ['scores', 'boxes', 'keypoints'] if decoded else [
+        'scores', 'bbox_deltas', 'kpt_deltas', 'prior_deltas']
+    assert [o.name for o in det.session.get_outputs()] == expected
+    pipeline = build_test_pipeline(cfg)
+    for h, w in [(150, 200), (250, 130)]:
+        img = _image(h, w, seed=h)
+        ref = inference_detector(model, img, test_pipeline=pipeline).pred_instances
+        assert len(ref.scores) > 5
+        _match(det(img), ref)
+        if not decoded:  # the refinement is real: stage-1 deltas move the priors
+            blob, _ = det.preprocess(img)
+            assert np.abs(det.forward(blob)[3]).max() > 0.5
+    assert p2o.verify_onnx(model, onnx_file, shapes=[(64, 96)])[0] < 1e-3
+
+
 @pytest.mark.parametrize('decoded', [False, True])
 def test_no_detection_and_tiny_images(exported, decoded, tmp_path):
     """Every image gets a result: empty arrays of the right shapes when no anchor passes the

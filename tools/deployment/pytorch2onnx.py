@@ -20,6 +20,12 @@ factors unless ``--no-static-upsample``; H and W are dynamic) and returns, over 
   decoded inside the graph (anchors built in the graph from the feature map sizes) in
   network-input pixels; the post-processor then only thresholds, clips, rescales and runs NMS.
 
+Detectors with a ``RetinaFaceHead`` or a two-stage ``CascadeRetinaFaceHead`` (the paper's
+``configs/retinaface_r50_fpn.py``) export. For a cascade, scores and box / landmark deltas are
+stage 2's; stage 1 contributes only its box branch: by default its deltas are a fourth output,
+``prior_deltas`` (1, N, 4), from which the post-processor decodes stage 2's priors (the stage-1
+boxes of the kept anchors); with ``--with-postprocess`` the graph decodes both stages.
+
 Everything the post-processor needs (anchors, box / landmark coders, test-pipeline resize,
 mean / std / padding, ``test_cfg``) is stored as JSON in the model's ``metadata_props``
 (key ``retinaface``), so the ``.onnx`` file alone is enough::
@@ -51,9 +57,11 @@ if REPO_ROOT not in sys.path:
 
 from projects.retinaface.apis.fast_detector import pipeline_resize  # noqa: E402
 from projects.retinaface.apis.onnx_inference import (  # noqa: E402
+    CASCADE_METADATA_VERSION,
     DECODED_OUTPUTS,
     DELTA_OUTPUTS,
     METADATA_VERSION,
+    PRIOR_OUTPUT,
     cpu_flags,
     read_metadata,
     write_metadata,
@@ -86,15 +94,54 @@ def build_model(config, checkpoint: Optional[str] = None, cfg_options: Optional[
 
 
 def _check_head(model):
-    from projects.retinaface.models.dense_heads import RetinaFaceHead
+    """``(head, prior_head)``: the head whose scores, boxes and landmarks are exported and,
+    for a ``CascadeRetinaFaceHead``, its stage 1, whose box deltas turn the anchors into stage
+    2's priors (None for a single-stage ``RetinaFaceHead``)."""
+    from projects.retinaface.models.dense_heads import CascadeRetinaFaceHead, RetinaFaceHead
     head = getattr(model, 'bbox_head', None)
+    prior_head = None
+    if isinstance(head, CascadeRetinaFaceHead):
+        prior_head, head = head.stage1, head.stage2
     if not isinstance(head, RetinaFaceHead) or type(head).__name__ != 'RetinaFaceHead':
         raise NotImplementedError(
-            f'ONNX export supports detectors with a RetinaFaceHead, got '
-            f'{type(head).__name__}')
+            f'ONNX export supports detectors with a RetinaFaceHead or CascadeRetinaFaceHead, '
+            f'got {type(getattr(model, "bbox_head", None)).__name__}')
     if head.num_vertices > 0:
         raise NotImplementedError('ONNX export of the dense vertex branch is not supported')
-    return head
+    for h in (head, prior_head):
+        if h is not None and type(h.bbox_coder).__name__ != 'DeltaXYWHBBoxCoder':
+            raise NotImplementedError(
+                f'bbox coder {type(h.bbox_coder).__name__} is not supported')
+    return head, prior_head
+
+
+def _coder_meta(coder) -> dict:
+    """``DeltaXYWHBBoxCoder`` parameters as stored in the metadata."""
+    return dict(
+        means=[float(v) for v in coder.means],
+        stds=[float(v) for v in coder.stds],
+        wh_ratio_clip=16 / 1000,
+        clip_border=bool(coder.clip_border),
+        add_ctr_clamp=bool(coder.add_ctr_clamp),
+        ctr_clamp=float(coder.ctr_clamp))
+
+
+def _decode_deltas(anchors: torch.Tensor, deltas: torch.Tensor, coder) -> torch.Tensor:
+    """mmdet's ``delta2bbox`` (``DeltaXYWHBBoxCoder.decode``) over (B, N, 4) tensors, without
+    clipping (the post-processor clips to the image)."""
+    d = deltas * deltas.new_tensor(coder.stds) + deltas.new_tensor(coder.means)
+    pxy = (anchors[..., :2] + anchors[..., 2:]) * 0.5
+    pwh = anchors[..., 2:] - anchors[..., :2]
+    max_ratio = float(np.abs(np.log(16 / 1000)))
+    dxy_wh = pwh * d[..., :2]
+    if coder.add_ctr_clamp:
+        dxy_wh = dxy_wh.clamp(min=-coder.ctr_clamp, max=coder.ctr_clamp)
+        dwh = d[..., 2:].clamp(max=max_ratio)
+    else:
+        dwh = d[..., 2:].clamp(min=-max_ratio, max=max_ratio)
+    gxy = pxy + dxy_wh
+    gwh = pwh * dwh.exp()
+    return torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
 
 
 def _face_logit_conv(conv: nn.Conv2d) -> nn.Conv2d:
@@ -118,7 +165,7 @@ class RetinaFaceONNXWrapper(nn.Module):
     def __init__(self, model: nn.Module, decoded: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.head = _check_head(model)
+        self.head, self.prior_head = _check_head(model)
         self.decoded = decoded
         # Two-class softmax: the face probability is sigmoid(l_face - l_background), and the
         # difference of two outputs of a linear conv is one conv with the difference of their
@@ -146,9 +193,19 @@ class RetinaFaceONNXWrapper(nn.Module):
         base = getattr(self, f'base_anchors_{level}')
         return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)
 
+    def _prior_deltas(self, feats, n: int) -> torch.Tensor:
+        """Stage-1 box deltas (B, N, 4) of a cascade: only its box branch runs."""
+        prior = self.prior_head
+        preds = []
+        for level, feat in enumerate(feats):
+            i = 0 if prior.shared_head else level
+            preds.append(prior.reg_heads[i](prior.reg_convs[i](feat)))
+        return prior._flatten(preds, prior.bbox_coder.encode_size, n)
+
     def forward(self, x: torch.Tensor):
         head = self.score_head
-        cls_scores, bbox_preds, kpt_preds, _ = head(self.model.extract_feat(x))
+        feats = self.model.extract_feat(x)
+        cls_scores, bbox_preds, kpt_preds, _ = head(feats)
         # the batch size read from the input: a Shape of a feature map would make ONNX Runtime
         # convert that whole map out of its internal layout just to read the size
         n = x.shape[0]
@@ -160,21 +217,18 @@ class RetinaFaceONNXWrapper(nn.Module):
             scores = head._flatten(cls_scores, head.cls_out_channels, n).softmax(-1)[..., :-1]
         deltas = head._flatten(bbox_preds, head.bbox_coder.encode_size, n)
         kpts = head._flatten(kpt_preds, 2 * head.num_keypoints, n) if kpt_preds else None
+        prior_deltas = None if self.prior_head is None else self._prior_deltas(feats, n)
         if not self.decoded:
-            return (scores, deltas) if kpts is None else (scores, deltas, kpts)
+            outs = (scores, deltas) if kpts is None else (scores, deltas, kpts)
+            return outs if prior_deltas is None else outs + (prior_deltas, )
         anchors = torch.cat([self._anchors(c, i) for i, c in enumerate(cls_scores)])[None]
-        coder = head.bbox_coder
-        means = deltas.new_tensor(coder.means)
-        stds = deltas.new_tensor(coder.stds)
-        d = deltas * stds + means
-        pxy = (anchors[..., :2] + anchors[..., 2:]) * 0.5
-        pwh = anchors[..., 2:] - anchors[..., :2]
-        max_ratio = float(np.abs(np.log(16 / 1000)))
-        gxy = pxy + pwh * d[..., :2]
-        gwh = pwh * d[..., 2:].clamp(min=-max_ratio, max=max_ratio).exp()
-        boxes = torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
+        if prior_deltas is not None:  # stage 2's priors: the stage-1 boxes (not clipped)
+            anchors = _decode_deltas(anchors, prior_deltas, self.prior_head.bbox_coder)
+        boxes = _decode_deltas(anchors, deltas, head.bbox_coder)
         if kpts is None:
             return scores, boxes
+        pxy = (anchors[..., :2] + anchors[..., 2:]) * 0.5
+        pwh = anchors[..., 2:] - anchors[..., :2]
         k = head.num_keypoints
         var = head.landmark_coder.variance
         points = kpts.reshape(kpts.shape[0], -1, k, 2) * (pwh * var)[:, :, None, :] \
@@ -415,7 +469,7 @@ def test_resize(cfg) -> Optional[dict]:
 
 def build_metadata(model, cfg, decoded: bool = False) -> dict:
     """JSON-serialisable metadata of the exported model (see ``onnx_inference``)."""
-    head = _check_head(model)
+    head, prior_head = _check_head(model)
     dp = model.data_preprocessor
     if getattr(dp, '_enable_normalize', False):
         mean = [float(v) for v in dp.mean.flatten()]
@@ -426,9 +480,6 @@ def build_metadata(model, cfg, decoded: bool = False) -> dict:
     levels = [dict(stride=[float(s[0]), float(s[1])],
                    base_anchors=[[float(v) for v in row] for row in base.tolist()])
               for s, base in zip(gen.strides, gen.base_anchors)]
-    coder = head.bbox_coder
-    if type(coder).__name__ != 'DeltaXYWHBBoxCoder':
-        raise NotImplementedError(f'bbox coder {type(coder).__name__} is not supported')
     tcfg = head.test_cfg
     if tcfg is None:
         raise ValueError('the model has no test_cfg')
@@ -436,20 +487,14 @@ def build_metadata(model, cfg, decoded: bool = False) -> dict:
     if nms_cfg is not None and nms_cfg.get('type', 'nms') != 'nms':
         raise NotImplementedError(f'NMS type {nms_cfg.get("type")} is not supported')
     classes = list((getattr(model, 'dataset_meta', None) or {}).get('classes', ('face', )))
-    return dict(
-        format_version=METADATA_VERSION,
+    meta = dict(
+        format_version=METADATA_VERSION if prior_head is None else CASCADE_METADATA_VERSION,
         outputs='decoded' if decoded else 'deltas',
-        output_names=list(DECODED_OUTPUTS if decoded else DELTA_OUTPUTS),
+        output_names=output_names(model, decoded),
         num_classes=int(head.num_classes),
         classes=classes,
         levels=levels,
-        bbox_coder=dict(
-            means=[float(v) for v in coder.means],
-            stds=[float(v) for v in coder.stds],
-            wh_ratio_clip=16 / 1000,
-            clip_border=bool(coder.clip_border),
-            add_ctr_clamp=bool(coder.add_ctr_clamp),
-            ctr_clamp=float(coder.ctr_clamp)),
+        bbox_coder=_coder_meta(head.bbox_coder),
         landmarks=dict(num_keypoints=int(head.num_keypoints),
                        variance=float(head.landmark_coder.variance))
         if head.with_landmarks else None,
@@ -466,6 +511,20 @@ def build_metadata(model, cfg, decoded: bool = False) -> dict:
             iou_threshold=None if nms_cfg is None else float(nms_cfg['iou_threshold']),
             max_per_img=int(tcfg.get('max_per_img', -1)),
             min_bbox_size=float(tcfg.get('min_bbox_size', -1))))
+    if prior_head is not None:
+        meta['prior_bbox_coder'] = _coder_meta(prior_head.bbox_coder)
+    return meta
+
+
+def output_names(model, decoded: bool = False) -> List[str]:
+    """Names of the graph outputs, in order (see the module docstring)."""
+    head, prior_head = _check_head(model)
+    names = list(DECODED_OUTPUTS if decoded else DELTA_OUTPUTS)
+    if not head.with_landmarks:
+        names = names[:2]
+    if prior_head is not None and not decoded:
+        names.append(PRIOR_OUTPUT)
+    return names
 
 
 # ---------------------------------------------------------------------------- export
@@ -498,9 +557,7 @@ def export_onnx(model,
     if pad_channels is None:
         pad_channels = default_pad_channels()
     wrapper = RetinaFaceONNXWrapper(model.eval(), decoded=with_postprocess).eval()
-    names = list(DECODED_OUTPUTS if with_postprocess else DELTA_OUTPUTS)
-    if not model.bbox_head.with_landmarks:
-        names = names[:2]
+    names = output_names(model, with_postprocess)
     dummy = torch.zeros(1, 3, int(shape[0]), int(shape[1]))
     dynamic_axes = {'input': {2: 'height', 3: 'width'}}
     dynamic_axes.update({n: {1: 'num_anchors'} for n in names})

@@ -20,6 +20,11 @@ post-processor needs as JSON in the model's ``metadata_props`` under the key
   (row-major over ``y, x``) and anchor-minor, which is mmdet's order;
 - ``bbox_coder``: ``DeltaXYWHBBoxCoder`` parameters (``means``, ``stds``, ``wh_ratio_clip``,
   ``clip_border``); ``landmarks``: ``num_keypoints`` and ``variance`` of ``LandmarkCoder``;
+- ``prior_bbox_coder`` (format version 2, models with a two-stage ``CascadeRetinaFaceHead``):
+  the stage-1 coder. Scores, box and landmark deltas are stage 2's; in ``'deltas'`` mode the
+  graph also returns stage 1's box deltas ``prior_deltas`` (1, N, 4), and stage 2's priors are
+  the anchors decoded with them (not clipped), as ``CascadeRetinaFaceHead.predict_by_feat``
+  does; in ``'decoded'`` mode the graph does both decodings;
 - ``test_cfg``: ``score_thr``, ``nms_pre`` (per level), ``iou_threshold``, ``max_per_img``,
   ``min_bbox_size`` of the config;
 - ``outputs``: ``'deltas'`` (graph outputs ``scores`` (1, N, C): face probabilities (softmax /
@@ -55,9 +60,14 @@ import numpy as np
 
 #: Key of the JSON metadata in the ONNX ``metadata_props``.
 METADATA_KEY = 'retinaface'
-#: Version of the metadata layout written by ``pytorch2onnx.py``.
+#: Version of the metadata layout written by ``pytorch2onnx.py`` (2 adds ``prior_bbox_coder``
+#: for cascade heads; single-stage models are still written as 1).
 METADATA_VERSION = 1
+CASCADE_METADATA_VERSION = 2
+SUPPORTED_METADATA_VERSIONS = (METADATA_VERSION, CASCADE_METADATA_VERSION)
 DELTA_OUTPUTS = ('scores', 'bbox_deltas', 'kpt_deltas')
+#: Extra graph output of cascade models in ``'deltas'`` mode: stage-1 box deltas.
+PRIOR_OUTPUT = 'prior_deltas'
 DECODED_OUTPUTS = ('scores', 'boxes', 'keypoints')
 # ``nms(backend='auto')`` runs OpenCV's box-by-box NMSBoxes up to this many candidates and the
 # sparse NMS above: on 400 WIDER train images (INT8 model, score_thr 0.02, 1 thread) NMSBoxes
@@ -106,9 +116,9 @@ def read_metadata(model) -> dict:
         raise ValueError(f'the ONNX model has no {METADATA_KEY!r} metadata; export it with '
                          'tools/deployment/pytorch2onnx.py')
     meta = json.loads(props[METADATA_KEY])
-    if meta.get('format_version') != METADATA_VERSION:
+    if meta.get('format_version') not in SUPPORTED_METADATA_VERSIONS:
         raise ValueError(f'unsupported RetinaFace metadata version {meta.get("format_version")}'
-                         f' (this module reads version {METADATA_VERSION})')
+                         f' (this module reads versions {SUPPORTED_METADATA_VERSIONS})')
     return meta
 
 
@@ -549,6 +559,7 @@ class FacePostProcessor:
         self.test_cfg = cfg
         self.levels = meta['levels']
         self.coder = meta['bbox_coder']
+        self.prior_coder = meta.get('prior_bbox_coder')  # cascade: stage 1's coder
         self.landmarks = meta.get('landmarks')
         self.decoded = meta['outputs'] == 'decoded'
         self.anchors = AnchorCache(self.levels)
@@ -588,15 +599,20 @@ class FacePostProcessor:
         """Detections of one image in original pixels.
 
         Args:
-            outputs: the three graph outputs of one image, in the order of
-                :data:`DELTA_OUTPUTS` or :data:`DECODED_OUTPUTS` (batch dim 1 or none).
+            outputs: the graph outputs of one image, in the order of :data:`DELTA_OUTPUTS`
+                or :data:`DECODED_OUTPUTS` (batch dim 1 or none; ``None`` for an output the
+                model does not have), then, for a cascade model in ``'deltas'`` mode, its
+                :data:`PRIOR_OUTPUT`.
             img_meta: from :func:`preprocess`.
 
         Returns:
             dict: ``bboxes`` (n, 4), ``scores`` (n,), ``labels`` (n,) and, when the model
             predicts landmarks, ``keypoints`` (n, K, 2); float32, sorted by score.
         """
-        scores, box_out, kpt_out = (_unbatch(o) for o in outputs)
+        outputs = (list(outputs) + [None] * 4)[:4]
+        scores, box_out, kpt_out, prior_out = (_unbatch(o) for o in outputs)
+        if self.prior_coder is not None and not self.decoded and prior_out is None:
+            raise ValueError(f'a cascade model needs its {PRIOR_OUTPUT!r} output')
         if scores.ndim == 1:
             scores = scores[:, None]
         inds, labels, kept = self._select(scores, img_meta['pad_shape'])
@@ -606,6 +622,8 @@ class FacePostProcessor:
             bboxes = clip_boxes_(box_out[inds].astype(np.float32), img_shape)
         else:
             anchors = self.anchors(img_meta['pad_shape'])[inds]
+            if self.prior_coder is not None:  # stage 2's priors: stage-1 boxes, not clipped
+                anchors = decode_boxes(anchors, prior_out[inds], self.prior_coder)
             bboxes = decode_boxes(anchors, box_out[inds], self.coder, img_shape)
         sx, sy = (float(s) for s in img_meta['scale_factor'])
         bboxes = bboxes * np.asarray([1 / sx, 1 / sy, 1 / sx, 1 / sy], dtype=np.float32)
@@ -685,10 +703,15 @@ class ONNXFaceDetector:
             nms_pre=nms_pre, nms_backend=nms_backend)
         self.input_name = self.session.get_inputs()[0].name
         names = DECODED_OUTPUTS if self.postprocess.decoded else DELTA_OUTPUTS
+        if self.postprocess.prior_coder is not None and not self.postprocess.decoded:
+            names = names + (PRIOR_OUTPUT, )
         available = [o.name for o in self.session.get_outputs()]
-        self.output_names = [n for n in names if n in available]
-        if self.output_names[:2] != list(names[:2]):
+        if not all(n in available for n in names[:2] + names[3:]):
             raise ValueError(f'ONNX outputs {available} do not match the metadata ({names})')
+        # outputs by position (None for a model without landmarks), as the post-processor
+        # takes them
+        self._slots = [n if n in available else None for n in names]
+        self.output_names = [n for n in self._slots if n is not None]
         self._buffers: 'OrderedDict[tuple, np.ndarray]' = OrderedDict()
         self._scratch: dict = {}
 
@@ -707,8 +730,9 @@ class ONNXFaceDetector:
 
     def forward(self, blob: np.ndarray) -> List[np.ndarray]:
         """Raw graph outputs for a preprocessed input."""
-        outs = self.session.run(self.output_names, {self.input_name: blob})
-        return outs + [None] * (3 - len(outs))
+        outs = dict(zip(self.output_names,
+                        self.session.run(self.output_names, {self.input_name: blob})))
+        return [outs[n] if n is not None else None for n in self._slots]
 
     def __call__(self, img: Union[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Detect faces in one image (BGR uint8 array or a path).
