@@ -155,3 +155,44 @@ def test_tools_test_refuses_unsafe_checkpoint(tmp_path):
     assert f'Refusing to load checkpoint {str(path)!r}' in proc.stderr
     assert f'{__name__}._touch' in proc.stderr
     assert not marker.exists()
+
+
+def test_publish_model_keeps_weights_and_plain_meta(mmengine_ckpt, tmp_path):
+    """tools/model_converters/publish_model.py: a Runner checkpoint becomes a file that plain
+    torch.load(weights_only=True) reads without any allowlist, with the same weights, the
+    class names, no optimizer / scheduler / message hub, named with its sha256 prefix."""
+    import hashlib
+
+    from tests.helpers import load_script
+    tool = load_script('tools/model_converters/publish_model.py')
+    final = tool.main([mmengine_ckpt, str(tmp_path / 'toy.pth')])
+    with open(final, 'rb') as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    assert osp.basename(final) == f'toy-{sha[:8]}.pth'
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    try:
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(mmengine_ckpt)
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(final) == []
+        published = torch.load(final, map_location='cpu', weights_only=True)
+    finally:
+        torch.serialization.add_safe_globals(saved)
+    original = torch.load(mmengine_ckpt, map_location='cpu', weights_only=True)
+    assert set(published) == {'meta', 'state_dict'}
+    assert published['state_dict'].keys() == original['state_dict'].keys()
+    for key, value in original['state_dict'].items():
+        assert torch.equal(published['state_dict'][key], value)
+    meta = published['meta']
+    assert meta['dataset_meta']['classes'] == ['face']
+    assert meta['epoch'] == 1 and meta['iter'] == 2 and isinstance(meta['cfg'], str)
+    model = ToyFaceModel()
+    load_checkpoint(model, final, map_location='cpu')
+    assert torch.equal(model.bbox_fc.weight, original['state_dict']['bbox_fc.weight'])
+    # --no-hash keeps the name; a file without a state dict is refused
+    assert tool.main([mmengine_ckpt, str(tmp_path / 'plain.pth'), '--no-hash']) == str(
+        tmp_path / 'plain.pth')
+    torch.save({'meta': {}}, str(tmp_path / 'empty.pth'))
+    with pytest.raises(KeyError, match='no state_dict'):
+        tool.main([str(tmp_path / 'empty.pth'), str(tmp_path / 'x.pth')])
+    with pytest.raises(FileNotFoundError):
+        tool.main([str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')])
