@@ -173,8 +173,7 @@ class FaceInferencer(DetInferencer):
     - annotation loaders (``LoadFaceAnnotations``, ``LoadAnnotations``) are removed from the test
       pipeline;
     - a checkpoint without class names (e.g. converted reference weights) takes the classes of
-      the config's test dataset instead of COCO's.
-
+      the config's test dataset instead of COCO's;
     - given a folder or a list, images that cannot be read (corrupt or truncated files) are
       skipped with a warning each, counted, and listed under ``'skipped'`` in the returned
       dict (``[{'input': path, 'reason': str}]``); a single unreadable image still raises.
