@@ -607,6 +607,27 @@ def test_quantize_int8(exported, tmp_path, monkeypatch):
         oq.split_images(images, 3, 1)
 
 
+def test_quantize_skips_unreadable_calibration_images(exported, tmp_path, capsys):
+    """A corrupt file among the calibration images is skipped, counted and left out of the
+    recorded list; with no readable image at all the quantiser stops with a clear error."""
+    _, _, files = exported
+    good = [tmp_path / f'{i}.jpg' for i in range(2)]
+    for i, path in enumerate(good):
+        cv2.imwrite(str(path), _image(96, 128, seed=20 + i))
+    bad = tmp_path / 'broken.jpg'
+    bad.write_bytes(b'not a jpeg')
+    out = str(tmp_path / 'int8.onnx')
+    info = oq.quantize(files[False], out, [str(good[0]), str(bad), str(good[1])],
+                       method='MinMax', calib_root=str(tmp_path))
+    assert info['num_calib'] == 2 and info['num_unreadable'] == 1
+    assert '1 of 3 calibration images could not be read' in capsys.readouterr().err
+    import onnx
+    props = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert __import__('json').loads(props['retinaface.calibration_images']) == ['0.jpg', '1.jpg']
+    with pytest.raises(ValueError, match='none of the calibration images'):
+        oq.quantize(files[False], str(tmp_path / 'x.onnx'), [str(bad)])
+
+
 def test_reduce_range_default_follows_vnni(tmp_path):
     """7-bit weights by default only on x86 CPUs without VNNI (saturating U8S8 kernels)."""
     info = tmp_path / 'cpuinfo'

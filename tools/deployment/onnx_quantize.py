@@ -42,7 +42,7 @@ import os.path as osp
 import random
 import sys
 import tempfile
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 
@@ -87,6 +87,15 @@ def split_images(images: Sequence[str], num_calib: int, num_eval: int = 0,
     order = list(images)
     random.Random(seed).shuffle(order)
     return order[:num_calib], (order[len(order) - num_eval:] if num_eval else [])
+
+
+def readable_images(paths: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """``(readable, unreadable)``: the paths OpenCV decodes, and those it cannot (corrupt or
+    truncated files), each list in the given order."""
+    ok, bad = [], []
+    for path in paths:
+        (ok if cv2.imread(path, cv2.IMREAD_COLOR) is not None else bad).append(path)
+    return ok, bad
 
 
 class ImageCalibrationReader:
@@ -216,6 +225,14 @@ def quantize(in_onnx: str,
     )
     if not calib_images:
         raise ValueError('no calibration images')
+    calib_images, unreadable = readable_images(calib_images)
+    for path in unreadable:
+        print(f'skipped calibration image {path}: cannot be decoded', file=sys.stderr)
+    if unreadable:
+        print(f'{len(unreadable)} of {len(calib_images) + len(unreadable)} calibration images '
+              'could not be read and were skipped', file=sys.stderr)
+    if not calib_images:
+        raise ValueError('none of the calibration images can be read')
     if reduce_range is None:
         reduce_range = default_reduce_range()
     meta = onnx_inference.read_metadata(in_onnx)
@@ -290,7 +307,8 @@ def quantize(in_onnx: str,
         format=quant_format, method=used, per_channel=per_channel, weight_type='int8',
         activation_type=activation_type, reduce_range=reduce_range, float_head=float_head,
         float_first_convs=float_first_convs,
-        num_float_nodes=len(nodes_to_exclude), num_calib=len(calib_images))
+        num_float_nodes=len(nodes_to_exclude), num_calib=len(calib_images),
+        num_unreadable=len(unreadable))
     meta['quantization'] = qinfo
     onnx_inference.write_metadata(
         out_onnx, meta, extra={'retinaface.calibration_images': json.dumps(rel)})
