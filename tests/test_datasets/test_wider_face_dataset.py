@@ -324,3 +324,15 @@ def test_image_size_follows_exif_orientation(tmp_path):
     plain = str(tmp_path / 'plain.jpg')
     Image.new('RGB', (200, 100)).save(plain)
     assert read_image_size(plain) == (100, 200)
+
+
+def test_missing_annotation_file_says_where_to_get_the_data(tmp_path):
+    """A fresh checkout without WIDER FACE: the error names the normalised path and points to
+    the README section and the data-root settings."""
+    with pytest.raises(FileNotFoundError) as err:
+        WIDERFaceDataset(data_root=str(tmp_path / 'cfg' / '..'), ann_file='train/label.txt',
+                         data_prefix=dict(img='images/'))
+    message = str(err.value)
+    assert f'annotation file not found: {osp.join(str(tmp_path), "train", "label.txt")}' \
+        in message
+    assert 'WIDER FACE data' in message and 'WIDER_DATA_ROOT' in message

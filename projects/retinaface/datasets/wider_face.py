@@ -332,7 +332,10 @@ class WIDERFaceDataset(BaseDetDataset):
         self.image_counts = dict(in_file=0, selected=0, missing_skipped=0, filtered=0)
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local:
             if not osp.isfile(local):
-                raise FileNotFoundError(f'annotation file not found: {self.ann_file}')
+                raise FileNotFoundError(
+                    f'annotation file not found: {osp.normpath(self.ann_file)} (WIDER FACE is '
+                    'not redistributed: download it as the README\'s "WIDER FACE data" section '
+                    'says, or point WIDER_DATA_ROOT / data_root at your copy)')
             fmt = detect_format(local)
             parser = dict(mat=parse_wider_mat, retinaface=parse_retinaface_label,
                           official_txt=parse_official_bbx_gt)[fmt]
