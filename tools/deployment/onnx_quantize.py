@@ -107,11 +107,15 @@ class ImageCalibrationReader:
         self.pre = meta['preprocess']
         self.input_name = input_name
         self._it = iter(self.images)
+        self._done = 0
 
     def get_next(self) -> Optional[dict]:
         path = next(self._it, None)
         if path is None:
             return None
+        self._done += 1  # progress: calibration takes about a second per image on one core
+        print(f'calibration image {self._done}/{len(self.images)}: {path}', file=sys.stderr,
+              flush=True)
         img = cv2.imread(path, cv2.IMREAD_COLOR)
         if img is None:
             raise FileNotFoundError(f'cannot read calibration image {path}')
@@ -120,6 +124,7 @@ class ImageCalibrationReader:
 
     def rewind(self) -> None:
         self._it = iter(self.images)
+        self._done = 0
 
     def set_range(self, start_index: int, end_index: int) -> None:
         """Restrict to ``images[start_index:end_index]`` (chunked calibration)."""
