@@ -104,13 +104,17 @@ def voc_ap_all_faces(preds: Dict[str, tuple], gts: Dict[str, np.ndarray],
     return voc_ap(recall, precision)
 
 
-def detect_all(detector, images: Sequence[str], root: str) -> Dict[str, dict]:
+def detect_all(detector, images: Sequence[str], root: str, label: str = '') -> Dict[str, dict]:
+    """Detections of every image, keyed by the path relative to ``root``; progress every 50
+    images on stderr."""
     out = {}
-    for path in images:
+    for k, path in enumerate(images, 1):
         img = cv2.imread(path, cv2.IMREAD_COLOR)
         if img is None:
-            raise FileNotFoundError(f'cannot read {path}')
+            raise ValueError(f'cannot decode image {path}')
         out[osp.relpath(path, root)] = detector(img)
+        if k % 50 == 0 or k == len(images):
+            print(f'{label}: {k}/{len(images)} images', file=sys.stderr, flush=True)
     return out
 
 
@@ -163,10 +167,10 @@ def main(argv=None) -> int:
     rows = []
     for m in args.models:
         det = onnx_inference.ONNXFaceDetector(m, num_threads=args.threads or None)
-        ap = wider_val_ap(detect_all(det, val_images, val_dir), gt)
+        ap = wider_val_ap(detect_all(det, val_images, val_dir, f'{osp.basename(m)} val'), gt)
         row = dict(model=osp.basename(m), **ap)
         if train_images:
-            res = detect_all(det, train_images, train_dir)
+            res = detect_all(det, train_images, train_dir, f'{osp.basename(m)} train')
             preds = {k.replace(osp.sep, '/'): (d['bboxes'], d['scores']) for k, d in res.items()}
             row['train'] = 100 * voc_ap_all_faces(preds, train_gt)
         rows.append(row)
