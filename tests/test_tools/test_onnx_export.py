@@ -403,6 +403,8 @@ def test_preprocess_matches_mmdet_resize_and_padding():
         np.testing.assert_allclose(meta['scale_factor'], sample.scale_factor)
     with pytest.raises(ValueError, match='BGR image'):
         oi.preprocess(img[..., 0], pre)
+    with pytest.raises(ValueError, match='empty image'):
+        oi.preprocess(img[:0], pre)
 
 
 def test_pad_narrow_channels_keeps_outputs(tmp_path):

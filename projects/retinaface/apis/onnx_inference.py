@@ -183,6 +183,8 @@ def preprocess(img: np.ndarray,
     if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
         shape = getattr(img, 'shape', None)
         raise ValueError(f'expected an (H, W, 3) BGR image array, got shape {shape}')
+    if img.size == 0:
+        raise ValueError(f'empty image of shape {img.shape}')
     ori_h, ori_w = img.shape[:2]
     h, w = resized_size((ori_h, ori_w), pre.get('resize'))
     if (h, w) != (ori_h, ori_w):
