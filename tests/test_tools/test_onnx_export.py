@@ -384,10 +384,10 @@ def test_preprocess_matches_mmdet_resize_and_padding():
                              pad_size_divisor=32)
     for resize in (dict(scale=[100, 60], keep_ratio=True), dict(scale=[90, 45],
                                                                   keep_ratio=False)):
-        pipe = Compose([dict(type='LoadImageFromNDArray'),
+        pipe = Compose([dict(type='mmdet.LoadImageFromNDArray'),
                         dict(type='mmdet.Resize', scale=tuple(resize['scale']),
                              keep_ratio=resize['keep_ratio']),
-                        dict(type='PackFaceInputs')])
+                        dict(type='mmdet.PackFaceInputs')])
         data = pipe(dict(img=img.copy()))
         ref = dp(dict(inputs=[data['inputs']], data_samples=[data['data_samples']]), False)
         pre = dict(resize=resize, mean=[104., 117., 123.], std=[1., 1., 1.], bgr_to_rgb=False,
