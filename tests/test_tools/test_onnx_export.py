@@ -645,6 +645,13 @@ def test_reduce_range_default_follows_vnni(tmp_path):
     assert oi.cpu_flags(str(info)) == frozenset() and not oq.default_reduce_range(str(info))
     assert not oq.default_reduce_range(str(tmp_path / 'missing'))
     assert oq.parse_args(['a', 'b', '--calib-dir', 'c']).reduce_range is None
+    # the CPU's name for benchmark headers: the first processor's fields only
+    info.write_text('processor\t: 0\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n'
+                    'flags\t\t: fpu avx2\n\nprocessor\t: 1\nmodel name\t: other\n'
+                    'flags\t\t: avx512f\n')
+    assert oi.cpu_model_name(str(info)) == 'AMD EPYC (family 25 model 1)'
+    assert oi.cpu_flags(str(info)) == {'fpu', 'avx2'}
+    assert oi.cpu_model_name(str(tmp_path / 'missing')) == ''
     assert oq.parse_args(['a', 'b', '--calib-dir', 'c', '--no-reduce-range']).reduce_range is False
 
 

@@ -411,11 +411,12 @@ def main(argv=None) -> int:
                     faces=int((np.asarray(r['result']['scores']) >= 0.5).sum())))
     load_after = os.getloadavg()
     # the vector ISA decides ONNX Runtime's kernels (and the export / quantisation defaults)
-    from projects.retinaface.apis.onnx_inference import cpu_flags
+    from projects.retinaface.apis.onnx_inference import cpu_flags, cpu_model_name
     flags = cpu_flags()
     isa = '/'.join(f for f in ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni') if f in flags)
     isa = f' ({isa})' if isa else ''
-    header = (f'RetinaFace end-to-end CPU latency ({args.config}); {platform.processor() or ""} '
+    cpu = cpu_model_name() or platform.processor() or 'CPU'
+    header = (f'RetinaFace end-to-end CPU latency ({args.config}); {cpu}, '
               f'{os.cpu_count()} cores{isa}, torch {torch.__version__}, onnxruntime '
               f'{__import__("onnxruntime").__version__}; median of {args.runs} runs after '
               f'{args.warmup} warm-up calls, '

@@ -189,14 +189,8 @@ def main(argv=None):
 
 
 def _cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return f'{line.split(":", 1)[1].strip()} x {os.cpu_count()}'
-    except OSError:
-        pass
-    return f'unknown x {os.cpu_count()}'
+    from projects.retinaface.apis.onnx_inference import cpu_model_name
+    return f'{cpu_model_name() or "unknown"} x {os.cpu_count()}'
 
 
 def _loadavg():

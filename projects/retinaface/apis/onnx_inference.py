@@ -77,17 +77,40 @@ DECODED_OUTPUTS = ('scores', 'boxes', 'keypoints')
 AUTO_CV2_MAX_BOXES = 1500
 
 
-def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset:
-    """The x86 feature flags of this CPU (the ``flags`` line of ``cpuinfo``); empty where the
-    file cannot be read or has no such line (other systems, other architectures)."""
+def _cpuinfo_fields(cpuinfo: str = '/proc/cpuinfo') -> Dict[str, str]:
+    """The ``key: value`` lines of the first processor in ``cpuinfo`` (empty where the file
+    cannot be read: other systems)."""
+    fields = {}
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith('flags'):
-                    return frozenset(line.split(':', 1)[-1].split())
+                if not line.strip():
+                    if fields:
+                        break  # the end of the first processor's block
+                    continue
+                key, sep, value = line.partition(':')
+                if sep:
+                    fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def cpu_flags(cpuinfo: str = '/proc/cpuinfo') -> frozenset:
+    """The x86 feature flags of this CPU (the ``flags`` line of ``cpuinfo``); empty where the
+    file cannot be read or has no such line (other systems, other architectures)."""
+    return frozenset(_cpuinfo_fields(cpuinfo).get('flags', '').split())
+
+
+def cpu_model_name(cpuinfo: str = '/proc/cpuinfo') -> str:
+    """``'<model name> (family F model M)'`` of this CPU from ``cpuinfo`` (the family and model
+    numbers tell CPU generations apart where the name does not, e.g. ``AMD EPYC``); ``''``
+    where unknown."""
+    fields = _cpuinfo_fields(cpuinfo)
+    name = fields.get('model name', '')
+    if name and 'cpu family' in fields and 'model' in fields:
+        name += f' (family {fields["cpu family"]} model {fields["model"]})'
+    return name
 
 
 # ---------------------------------------------------------------------------- metadata
