@@ -127,21 +127,14 @@ def _coder_meta(coder) -> dict:
 
 
 def _decode_deltas(anchors: torch.Tensor, deltas: torch.Tensor, coder) -> torch.Tensor:
-    """mmdet's ``delta2bbox`` (``DeltaXYWHBBoxCoder.decode``) over (B, N, 4) tensors, without
-    clipping (the post-processor clips to the image)."""
-    d = deltas * deltas.new_tensor(coder.stds) + deltas.new_tensor(coder.means)
-    pxy = (anchors[..., :2] + anchors[..., 2:]) * 0.5
-    pwh = anchors[..., 2:] - anchors[..., :2]
-    max_ratio = float(np.abs(np.log(16 / 1000)))
-    dxy_wh = pwh * d[..., :2]
-    if coder.add_ctr_clamp:
-        dxy_wh = dxy_wh.clamp(min=-coder.ctr_clamp, max=coder.ctr_clamp)
-        dwh = d[..., 2:].clamp(max=max_ratio)
-    else:
-        dwh = d[..., 2:].clamp(min=-max_ratio, max=max_ratio)
-    gxy = pxy + dxy_wh
-    gwh = pwh * dwh.exp()
-    return torch.cat([gxy - gwh * 0.5, gxy + gwh * 0.5], dim=-1)
+    """``coder``'s decoding (mmdet's ``delta2bbox``, the function ``DeltaXYWHBBoxCoder.decode``
+    runs) of (B, N, 4) anchors and deltas, without clipping (the post-processor clips to the
+    image)."""
+    from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
+    boxes = delta2bbox(anchors.reshape(-1, 4), deltas.reshape(-1, 4), coder.means, coder.stds,
+                       max_shape=None, clip_border=coder.clip_border,
+                       add_ctr_clamp=coder.add_ctr_clamp, ctr_clamp=coder.ctr_clamp)
+    return boxes.reshape(deltas.shape)
 
 
 def _face_logit_conv(conv: nn.Conv2d) -> nn.Conv2d:
@@ -196,10 +189,8 @@ class RetinaFaceONNXWrapper(nn.Module):
     def _prior_deltas(self, feats, n: int) -> torch.Tensor:
         """Stage-1 box deltas (B, N, 4) of a cascade: only its box branch runs."""
         prior = self.prior_head
-        preds = []
-        for level, feat in enumerate(feats):
-            i = 0 if prior.shared_head else level
-            preds.append(prior.reg_heads[i](prior.reg_convs[i](feat)))
+        # forward_single's other branches have no consumer in the graph: the exporter drops them
+        preds = [prior.forward_single(feat, level)[1] for level, feat in enumerate(feats)]
         return prior._flatten(preds, prior.bbox_coder.encode_size, n)
 
     def forward(self, x: torch.Tensor):
