@@ -2,7 +2,6 @@
 import copy
 from typing import List, Optional, Sequence, Tuple
 
-import torch
 from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
 from mmdet.models.utils import select_single_mlvl
 from mmdet.registry import MODELS
@@ -157,12 +156,8 @@ class CascadeRetinaFaceHead(BaseDenseHead):
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None) -> dict:
         """Losses of both stages: stage 1 on the anchors, stage 2 on the stage-1 boxes."""
-        featmap_sizes = [s.shape[-2:] for s in cls_scores1]
-        anchor_list, valid_flag_list = self.stage1.get_anchors(
-            featmap_sizes, batch_img_metas, device=cls_scores1[0].device)
-        num_level_priors = [a.size(0) for a in anchor_list[0]]
-        flat_anchors = [torch.cat(a) for a in anchor_list]
-        flat_valid = [torch.cat(v) for v in valid_flag_list]
+        flat_anchors, flat_valid, num_level_priors = self.stage1.flat_anchors(cls_scores1,
+                                                                              batch_img_metas)
         losses1 = self.stage1.loss_by_priors(cls_scores1, bbox_preds1, kpt_preds1, vert_preds1,
                                              flat_anchors, flat_valid, num_level_priors,
                                              batch_gt_instances, batch_img_metas,

@@ -374,6 +374,19 @@ class RetinaFaceHead(AnchorHead):
         return targets
 
     # -------------------------------------------------------------------- loss
+    def flat_anchors(self, cls_scores: List[Tensor],
+                     batch_img_metas: List[dict]) -> Tuple[List[Tensor], List[Tensor], List[int]]:
+        """Anchors of the score maps' sizes, concatenated over levels: per image (N, 4)
+        anchors and (N,) valid flags, and the number of anchors of each level."""
+        featmap_sizes = [s.shape[-2:] for s in cls_scores]
+        if len(featmap_sizes) != self.prior_generator.num_levels:
+            raise ValueError('number of score maps does not match the anchor generator levels')
+        anchor_list, valid_flag_list = self.get_anchors(
+            featmap_sizes, batch_img_metas, device=cls_scores[0].device)
+        num_level_priors = [a.size(0) for a in anchor_list[0]]
+        return ([torch.cat(a) for a in anchor_list], [torch.cat(v) for v in valid_flag_list],
+                num_level_priors)
+
     def loss_by_feat(self,
                      cls_scores: List[Tensor],
                      bbox_preds: List[Tensor],
@@ -383,14 +396,8 @@ class RetinaFaceHead(AnchorHead):
                      batch_img_metas: List[dict],
                      batch_gt_instances_ignore: OptInstanceList = None) -> dict:
         """Losses of the head on its anchors (see :meth:`loss_by_priors`)."""
-        featmap_sizes = [s.shape[-2:] for s in cls_scores]
-        if len(featmap_sizes) != self.prior_generator.num_levels:
-            raise ValueError('number of score maps does not match the anchor generator levels')
-        anchor_list, valid_flag_list = self.get_anchors(
-            featmap_sizes, batch_img_metas, device=cls_scores[0].device)
-        num_level_priors = [a.size(0) for a in anchor_list[0]]
-        flat_anchors = [torch.cat(a) for a in anchor_list]
-        flat_valid = [torch.cat(v) for v in valid_flag_list]
+        flat_anchors, flat_valid, num_level_priors = self.flat_anchors(cls_scores,
+                                                                       batch_img_metas)
         return self.loss_by_priors(cls_scores, bbox_preds, kpt_preds, vert_preds, flat_anchors,
                                    flat_valid, num_level_priors, batch_gt_instances,
                                    batch_img_metas, batch_gt_instances_ignore)
