@@ -8,8 +8,9 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    # drawing is off unless tools/test.py gets --show / --show-dir
-    visualization=dict(type='DetVisualizationHook'))
+    # drawing is off unless tools/test.py gets --show / --show-dir; mmdet's
+    # DetVisualizationHook that skips files which could not be read (projects/retinaface/engine)
+    visualization=dict(type='FaceVisualizationHook'))
 
 # Stop training with a clear error as soon as any loss term is NaN/inf.
 custom_hooks = [dict(type='FiniteLossHook')]

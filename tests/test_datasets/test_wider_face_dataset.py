@@ -3,6 +3,7 @@ real shared WIDER FACE files (skipped when ../shared is absent)."""
 import os.path as osp
 
 import cv2
+import mmcv
 import numpy as np
 import pytest
 import scipy.io as sio
@@ -162,6 +163,68 @@ def test_unreadable_image(tmp_path):
     ds = make_ds(tmp_path, text, missing_images='keep')
     with pytest.raises(AssertionError, match=r'failed to load image: .*e/bad.jpg'):
         LoadImageFromFile()(dict(img_path=ds.get_data_info(0)['img_path']))
+
+
+def write_truncated_jpeg(root, rel, h=60, w=80):
+    """A JPEG cut short (an interrupted download): the header, and so the dataset's build-time
+    check, is fine, but ``LoadImageFromFile`` (``cv2.imdecode`` on the bytes) gets no image."""
+    path = write_img(root, rel, h=h, w=w)
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) - 200])
+    assert mmcv.imfrombytes(data[:len(data) - 200]) is None
+    return path
+
+
+FACE_PIPELINE = [dict(type='LoadImageFromFile'), dict(type='LoadFaceAnnotations'),
+                 dict(type='PackFaceInputs')]
+
+
+def test_undecodable_image_in_test_mode_gets_a_placeholder(tmp_path):
+    write_img(tmp_path, 'e/a.jpg')
+    write_truncated_jpeg(tmp_path, 'e/cut.jpg', h=50, w=70)
+    ds = make_ds(tmp_path, f'# e/a.jpg\n1 1 5 5\n# e/cut.jpg\n2 3 10 12 {LMK}\n',
+                 pipeline=FACE_PIPELINE)
+    assert len(ds) == 2  # the header of the cut file is readable
+    good = ds[0]
+    assert 'img_unreadable' not in good['data_samples'].metainfo
+    out = ds[1]
+    sample = out['data_samples']
+    # black image of the size from the header, flagged, faces kept for the evaluation
+    assert out['inputs'].shape == (3, 50, 70) and int(out['inputs'].abs().sum()) == 0
+    assert sample.img_unreadable is True and sample.ori_shape == (50, 70)
+    assert sample.img_id == 'e/cut'
+    assert sample.gt_instances.bboxes.tensor.tolist() == [[2., 3., 12., 15.]]
+    assert sample.gt_instances.keypoints.shape == (1, 5, 2)
+    assert ds.image_counts['undecodable'] == 1
+
+
+def test_undecodable_image_in_training_draws_another(tmp_path):
+    write_img(tmp_path, 'e/a.jpg')
+    write_truncated_jpeg(tmp_path, 'e/cut.jpg')
+    text = '# e/a.jpg\n1 1 5 5\n# e/cut.jpg\n2 3 10 12\n'
+    ds = make_ds(tmp_path, text, test_mode=False, pipeline=FACE_PIPELINE)
+    for _ in range(3):
+        assert ds[1]['data_samples'].img_path.endswith('e/a.jpg')
+    assert ds.image_counts['undecodable'] == 1 and len(ds.undecodable_files) == 1
+    ds = make_ds(tmp_path, text, undecodable_images='error', pipeline=FACE_PIPELINE)
+    with pytest.raises(OSError, match=r'cannot load image .*e/cut.jpg .*cannot be decoded'):
+        ds[1]
+    with pytest.raises(ValueError, match="'skip' needs test_mode=False"):
+        make_ds(tmp_path, text, undecodable_images='skip', pipeline=FACE_PIPELINE)
+    with pytest.raises(ValueError, match='undecodable_images must be'):
+        make_ds(tmp_path, text, undecodable_images='ignore')
+
+
+def test_pipeline_errors_on_readable_images_are_not_hidden(tmp_path):
+    write_img(tmp_path, 'e/a.jpg')
+    ds = make_ds(tmp_path, '# e/a.jpg\n1 1 5 5\n',
+                 pipeline=[dict(type='LoadImageFromFile', color_type='no-such-flag'),
+                           dict(type='PackFaceInputs')])
+    with pytest.raises(KeyError, match='no-such-flag'):
+        ds[0]
+    assert ds.image_counts['undecodable'] == 0
 
 
 @pytest.mark.parametrize('channels', [1, 4])

@@ -143,3 +143,29 @@ def test_benchmark_tool_skips_without_gt(tmp_path):
                           str(tmp_path)], cwd=str(tmp_path), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.startswith('SKIP')
+
+
+def test_unreadable_image_counts_with_no_detections(tiny_gt_dir, tmp_path):
+    """An image flagged ``img_unreadable`` (a placeholder for a file that could not be read)
+    is evaluated with no detections whatever was predicted on the placeholder, and named in
+    the log: with ev/a's detections dropped, its faces count as missed."""
+    from mmengine.logging import MMLogger
+    samples = _samples()
+    dropped = [dict(s, pred_instances=dict(bboxes=s['pred_instances']['bboxes'][:0],
+                                           scores=s['pred_instances']['scores'][:0],
+                                           labels=s['pred_instances']['labels'][:0]))
+               if s['img_id'] == 'ev/a' else s for s in samples]
+    expected = _evaluate(dict(type='WIDERFaceMetric', gt_dir=tiny_gt_dir), dropped)
+    flagged = [dict(s, img_unreadable=True) if s['img_id'] == 'ev/a' else s for s in samples]
+    log_file = tmp_path / 'log.txt'
+    MMLogger.get_instance('test_unreadable_metric', log_file=str(log_file))
+    sub = str(tmp_path / 'sub')
+    res = _evaluate(dict(type='WIDERFaceMetric', gt_dir=tiny_gt_dir, submission_dir=sub),
+                    flagged)
+    assert res == expected
+    assert res['wider_face/easy'] < _evaluate(dict(type='WIDERFaceMetric', gt_dir=tiny_gt_dir),
+                                              samples)['wider_face/easy']
+    assert load_wider_preds(sub)['ev/a'].shape == (0, 5)
+    log = log_file.read_text()
+    assert "1 image(s) could not be read and were evaluated with no detections" in log
+    assert "['ev/a']" in log

@@ -207,3 +207,42 @@ def test_browse_dataset(trained, tmp_path):
         img = cv2.imread(str(path))
         # training view after the pipeline: 320x320 (square crop, resize)
         assert img is not None and img.shape == (320, 320, 3) and np.std(img) > 0
+
+
+def test_test_survives_a_truncated_image(trained, tmp_path):
+    """A val image cut short (an interrupted download: its header passes the dataset's check,
+    its data does not decode) neither stops ``tools/test.py`` nor disappears: it is named in
+    warnings, gets an empty prediction, and its faces count as missed."""
+    import shutil
+    root = tmp_path / 'data'
+    shutil.copytree(trained['root'], root)
+    rec = max(trained['records']['val'], key=lambda r: len(r['faces']))
+    path = root / 'WIDER_val' / 'images' / rec['event'] / f'{rec["name"]}.jpg'
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    out_pkl = tmp_path / 'results.pkl'
+    log = run([TEST, CONFIG, trained['ckpt'], '--work-dir', tmp_path / 'wd', '--out', out_pkl,
+               '--show-dir', 'vis', '--cfg-options', 'test_dataloader.num_workers=0'], tmp_path,
+              data_root=root)
+    key = f'{rec["event"]}/{rec["name"]}'
+    assert f'cannot load image {path} (the file cannot be decoded); evaluated with no ' \
+           'detections' in log
+    assert f"1 image(s) could not be read and were evaluated with no detections " \
+           f"(their faces count as missed): ['{key}']" in log
+    assert 'nothing drawn for' in log
+    rows, _ = parse_metrics(log)
+    per_setting, _ = expected_counts(trained['records'])
+    for setting, (_, evaluated, not_evaluated) in rows.items():
+        assert evaluated == per_setting[setting] and not_evaluated == 0
+    with open(out_pkl, 'rb') as f:
+        results = pickle.load(f)
+    assert sorted(r['img_id'] for r in results) == sorted(
+        f'{r["event"]}/{r["name"]}' for r in trained['records']['val'])
+    broken = next(r for r in results if r['img_id'] == key)
+    assert broken['img_unreadable'] is True and tuple(broken['ori_shape']) == (rec['h'], rec['w'])
+    assert broken['pred_instances']['bboxes'].shape == (0, 4)
+    assert broken['pred_instances']['keypoints'].shape == (0, 5, 2)
+    others = [r for r in results if r['img_id'] != key]
+    assert sum(len(r['pred_instances']['bboxes']) for r in others) > 0
+    drawn = sorted((tmp_path / 'wd').rglob('vis/**/*.jpg'))
+    assert len(drawn) == NUM_VAL - 1

@@ -465,3 +465,22 @@ def test_bad_arguments():
     gt.keypoints_valid = gt.keypoints_valid[:, :3]
     with pytest.raises(ValueError, match='num_keypoints'):
         head.loss_by_feat(*head(feats()), [gt], [meta()])
+
+
+def test_predict_nothing_for_an_unreadable_image_placeholder():
+    """A batch with a placeholder (``img_unreadable``, see WIDERFaceDataset's
+    ``undecodable_images``) gets empty predictions for that image only, with every field."""
+    head = make_head()
+    outs, exp_boxes, _ = _hand_outputs(head)
+    outs2 = tuple(None if o is None else [torch.cat([m, m]) for m in o] for o in outs)
+    metas = [meta(), dict(meta(), img_unreadable=True)]
+    good, bad = head.predict_by_feat(*outs2, batch_img_metas=metas, rescale=True)
+    assert len(good) == 2 and torch.allclose(good.bboxes, exp_boxes, atol=1e-4)
+    assert len(bad) == 0
+    assert bad.bboxes.shape == (0, 4) and bad.keypoints.shape == (0, 5, 2)
+    assert bad.scores.shape == (0, ) and bad.labels.shape == (0, )
+    cascade = make_cascade()
+    res = cascade.predict_by_feat(*cascade(feats(seed=2)), batch_img_metas=[metas[1]],
+                                  cfg=dict(score_thr=-1.0, nms_pre=-1, max_per_img=100,
+                                           nms=dict(type='nms', iou_threshold=0.4)))[0]
+    assert len(res) == 0 and res.keypoints.shape == (0, 5, 2)

@@ -71,7 +71,7 @@ def test_test_cfg_show_dir_and_tta(cfg_file, tmp_path):
     assert cfg.load_from == str(ckpt)
     assert cfg.work_dir == osp.join('./work_dirs', 'tta_cfg')
     vis = cfg.default_hooks.visualization
-    assert vis.type == 'DetVisualizationHook' and vis.draw is True and vis.test_out_dir == 'vis'
+    assert vis.type == 'FaceVisualizationHook' and vis.draw is True and vis.test_out_dir == 'vis'
     # --tta: the model is wrapped by cfg.tta_model, the test pipeline is cfg.tta_pipeline
     assert cfg.model.type == 'SomeFaceTTA' and cfg.model.tta_cfg.max_per_img == 10
     assert cfg.model.module.type == 'ToyFaceModel'
@@ -111,7 +111,7 @@ def test_default_runtime():
     assert [h['type'] for h in cfg.custom_hooks] == ['FiniteLossHook']
     assert cfg.default_hooks.checkpoint.interval == 1
     assert cfg.default_hooks.logger.interval == 50
-    assert cfg.default_hooks.visualization.type == 'DetVisualizationHook'
+    assert cfg.default_hooks.visualization.type == 'FaceVisualizationHook'
     assert cfg.log_processor.by_epoch is True
     assert cfg.load_from is None and cfg.resume is False
 

@@ -34,7 +34,9 @@ Bad input:
   clipped to the image (counted as ``clipped``) and boxes with no area inside the image are
   dropped (``dropped_outside``);
 - ``invalid`` faces (official files) are kept with ``ignore_flag=1``;
-- missing or unreadable image files: see ``missing_images``;
+- missing image files, or files whose header cannot be read: see ``missing_images``;
+- files that pass that check but cannot be decoded when loaded (a truncated download: OpenCV
+  returns no image for a JPEG cut short): see ``undecodable_images``;
 - grayscale / 4-channel images are loaded as 3-channel BGR by ``LoadImageFromFile``
   (``color_type='color'``);
 - images without faces stay in the dataset (testing) and are removed for training by
@@ -46,12 +48,14 @@ Every count is logged with ``print_log`` and exposed in :attr:`WIDERFaceDataset.
 """
 import logging
 import os.path as osp
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import mmcv
 import numpy as np
+from mmcv.transforms import LoadImageFromFile
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
-from mmengine.fileio import get_local_path
+from mmengine.fileio import get, get_local_path
 from mmengine.logging import print_log
 
 NUM_KEYPOINTS = 5
@@ -276,6 +280,17 @@ class WIDERFaceDataset(BaseDetDataset):
             ``ValueError`` naming the file), ``'skip'`` (drop the image and its faces, counted
             and logged) or ``'keep'`` (no check; ``height``/``width`` ``None``; a bad file then
             fails in ``LoadImageFromFile`` with an error naming it).
+        undecodable_images (str): what to do when an image passed the build-time check but
+            cannot be decoded when the pipeline loads it: ``'error'`` (``OSError`` naming the
+            file), ``'skip'`` (training only: mmengine's ``BaseDataset`` draws another image),
+            ``'empty'`` (the rest of the pipeline runs on a black image of the recorded size,
+            32 x 32 if unknown, with ``img_unreadable=True``, which ``PackFaceInputs`` keeps in
+            the meta information: ``RetinaFaceHead`` predicts no faces for it and
+            ``WIDERFaceMetric`` evaluates it with no detections, so its faces count as missed)
+            or ``'auto'`` (default: ``'empty'`` in ``test_mode``, else ``'skip'``). Every case
+            is logged as a warning naming the file (once per file) and counted in
+            ``image_counts['undecodable']`` (distinct files, per process: each dataloader
+            worker counts its own).
         read_image_size (bool): read ``height``/``width`` from image headers. Defaults to True.
         clip_to_image (bool): clip boxes to the image when its size is known. Defaults to True.
         held_out (dict, optional): deterministic image split on the annotation-file order,
@@ -295,6 +310,7 @@ class WIDERFaceDataset(BaseDetDataset):
                  *args,
                  vertices_file: Optional[str] = None,
                  missing_images: str = 'error',
+                 undecodable_images: str = 'auto',
                  read_image_size: bool = True,
                  clip_to_image: bool = True,
                  held_out: Optional[dict] = None,
@@ -302,6 +318,12 @@ class WIDERFaceDataset(BaseDetDataset):
         if missing_images not in ('error', 'skip', 'keep'):
             raise ValueError(f"missing_images must be 'error', 'skip' or 'keep', "
                              f'got {missing_images!r}')
+        if undecodable_images not in ('error', 'skip', 'empty', 'auto'):
+            raise ValueError("undecodable_images must be 'error', 'skip', 'empty' or 'auto', "
+                             f'got {undecodable_images!r}')
+        if undecodable_images == 'skip' and kwargs.get('test_mode', False):
+            raise ValueError("undecodable_images='skip' needs test_mode=False (mmengine "
+                             "refuses skipped samples in test mode); use 'empty'")
         if held_out is not None:
             held_out = dict(held_out)
             unknown = set(held_out) - {'every', 'offset', 'part'}
@@ -316,6 +338,8 @@ class WIDERFaceDataset(BaseDetDataset):
             held_out = dict(every=every, offset=offset, part=part)
         self.vertices_file = vertices_file
         self.missing_images = missing_images
+        self.undecodable_images = undecodable_images
+        self.undecodable_files = set()
         self.read_image_size = read_image_size
         self.clip_to_image = clip_to_image
         self.held_out = held_out
@@ -329,7 +353,8 @@ class WIDERFaceDataset(BaseDetDataset):
         self.face_counts = dict(raw=0, kept=0, ignored=0, dropped_zero_size=0,
                                 dropped_outside=0, clipped=0, with_keypoints=0,
                                 with_vertices=0)
-        self.image_counts = dict(in_file=0, selected=0, missing_skipped=0, filtered=0)
+        self.image_counts = dict(in_file=0, selected=0, missing_skipped=0, filtered=0,
+                                 undecodable=0)
         with get_local_path(self.ann_file, backend_args=self.backend_args) as local:
             if not osp.isfile(local):
                 raise FileNotFoundError(
@@ -486,6 +511,60 @@ class WIDERFaceDataset(BaseDetDataset):
             instances.append(instance)
         return dict(img_path=img_path, img_id=img_id, height=height, width=width,
                     instances=instances)
+
+    # ------------------------------------------------------------------ pipeline
+    def _decode_failure(self, img_path: str) -> Optional[str]:
+        """Why ``img_path`` cannot be loaded as an image, or ``None`` if it decodes."""
+        try:
+            img = mmcv.imfrombytes(get(img_path, backend_args=self.backend_args))
+        except Exception as e:
+            return f'{type(e).__name__}: {e}'
+        return 'the file cannot be decoded' if img is None else None
+
+    def prepare_data(self, idx) -> Any:
+        """The pipeline's output for image ``idx``. When it fails because the image cannot
+        be decoded, ``undecodable_images`` decides (see the class doc); other errors pass."""
+        try:
+            return self.pipeline(self.get_data_info(idx))
+        except Exception:
+            data_info = self.get_data_info(idx)
+            reason = self._decode_failure(data_info['img_path'])
+            if reason is None:
+                raise
+        policy = self.undecodable_images
+        if policy == 'auto':
+            policy = 'empty' if self.test_mode else 'skip'
+        path = data_info['img_path']
+        if path not in self.undecodable_files:  # warned once per file and process
+            self.undecodable_files.add(path)
+            self.image_counts['undecodable'] = len(self.undecodable_files)
+            what = dict(error='stopping', skip='skipped (another image is drawn instead)',
+                        empty='evaluated with no detections')[policy]
+            print_log(f'WIDERFaceDataset: cannot load image {path} ({reason}); {what}. '
+                      f'Undecodable images so far in this process: '
+                      f'{len(self.undecodable_files)}', logger='current', level=logging.WARNING)
+        if policy == 'error':
+            raise OSError(f'cannot load image {path} ({reason}); replace the '
+                          "file or set undecodable_images='skip' (training) / 'empty' "
+                          '(testing) in the dataset config')
+        if policy == 'skip':
+            return None
+        transforms = self.pipeline.transforms
+        loader = next((i for i, t in enumerate(transforms) if isinstance(t, LoadImageFromFile)),
+                      None)
+        if loader is None:
+            raise OSError(f'cannot load image {path} ({reason}), and the '
+                          'pipeline has no LoadImageFromFile to stand a placeholder in for')
+        h, w = data_info.get('height') or 32, data_info.get('width') or 32
+        float_img = getattr(transforms[loader], 'to_float32', False)
+        img = np.zeros((int(h), int(w), 3), dtype=np.float32 if float_img else np.uint8)
+        results = dict(data_info, img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
+                       img_unreadable=True)
+        for t in transforms[loader + 1:]:
+            results = t(results)
+            if results is None:
+                return None
+        return results
 
     def _serialize_data(self):
         """mmengine cannot serialize an empty list; an empty dataset stays empty (warned)."""

@@ -21,8 +21,10 @@ class PackFaceInputs(PackDetInputs):
 
     all in network-input coordinates. When ``gt_bboxes`` carries no keypoints (plain boxes),
     ``keypoints`` are zeros with ``keypoints_valid`` 0. Meta keys are mmdet's defaults (which
-    include ``img_id``); a missing ``scale_factor`` (no resize in the pipeline) is recorded as
-    ``(1.0, 1.0)`` so that ``rescale=True`` works on original-size inputs.
+    include ``img_id``) plus ``img_unreadable``, present only when
+    :class:`LoadFaceImageFromFile` put a placeholder in place of an unreadable file; a missing
+    ``scale_factor`` (no resize in the pipeline) is recorded as ``(1.0, 1.0)`` so that
+    ``rescale=True`` works on original-size inputs.
 
     Args:
         meta_keys (Sequence[str]): as in ``PackDetInputs``.
@@ -31,7 +33,7 @@ class PackFaceInputs(PackDetInputs):
 
     def __init__(self,
                  meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
-                            'flip', 'flip_direction'),
+                            'flip', 'flip_direction', 'img_unreadable'),
                  num_keypoints: int = 5) -> None:
         super().__init__(meta_keys=meta_keys)
         self.num_keypoints = num_keypoints

@@ -59,7 +59,9 @@ class WIDERFaceMetric(BaseMetric):
     Only the images seen by the metric are evaluated: ground-truth images without a prediction
     are left out (and counted in the log), and images unknown to the ground truth are reported
     and ignored. Every processed image gets an entry, so an image without detections still
-    counts its faces.
+    counts its faces. An image whose file could not be read (``img_unreadable`` in its meta
+    information, see ``LoadFaceImageFromFile(on_unreadable='empty')``) gets an empty entry
+    and is counted and named in the log.
 
     Args:
         gt_dir (str, optional): folder with ``wider_face_val.mat`` and
@@ -113,11 +115,15 @@ class WIDERFaceMetric(BaseMetric):
             scores = to_numpy(pred['scores']).astype(np.float64).reshape(-1)
             if bboxes.shape[0] != scores.shape[0]:
                 raise ValueError(f'{key}: {bboxes.shape[0]} boxes but {scores.shape[0]} scores')
-            self.results.append((key, np.concatenate([bboxes, scores[:, None]], axis=1)))
+            unreadable = bool(sample.get('img_unreadable', False))
+            if unreadable:  # a placeholder for a file that could not be read: no detections
+                bboxes, scores = bboxes[:0], scores[:0]
+            self.results.append(
+                (key, np.concatenate([bboxes, scores[:, None]], axis=1), unreadable))
 
     def _to_submission(self, results: List[Tuple[str, np.ndarray]]) -> Dict[str, np.ndarray]:
         preds = {}
-        for key, dets in results:
+        for key, dets, _ in results:
             if key in preds:
                 print_log(f'WIDERFaceMetric: image {key} predicted twice, the last is kept',
                           logger='current', level=30)
@@ -139,6 +145,11 @@ class WIDERFaceMetric(BaseMetric):
             print_log(f'WIDERFaceMetric: PR curves saved to {self.pr_curve_path}',
                       logger='current')
         self._log(res)
+        unreadable = sorted(key for key, _, bad in results if bad)
+        if unreadable:
+            print_log(f'WIDERFaceMetric: {len(unreadable)} image(s) could not be read and were '
+                      f'evaluated with no detections (their faces count as missed): '
+                      f'{unreadable[:10]}', logger='current', level=30)
         return {s: res[s]['ap'] for s in SETTINGS}
 
     @staticmethod

@@ -590,8 +590,12 @@ class RetinaFaceHead(AnchorHead):
             results.keypoints = self.landmark_coder.decode(priors, torch.cat(fields['kpt']))
         if vert_pred_list is not None:
             results.vertices = self.vertex_coder.decode(priors, torch.cat(fields['vert']))
-        return self._bbox_post_process(
+        results = self._bbox_post_process(
             results=results, cfg=cfg, rescale=rescale, with_nms=with_nms, img_meta=img_meta)
+        if img_meta.get('img_unreadable'):
+            # a placeholder for a file that could not be read (LoadFaceImageFromFile): no faces
+            results = results[:0]
+        return results
 
     def _bbox_post_process(self,
                            results: InstanceData,
