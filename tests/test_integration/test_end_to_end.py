@@ -246,3 +246,15 @@ def test_test_survives_a_truncated_image(trained, tmp_path):
     assert sum(len(r['pred_instances']['bboxes']) for r in others) > 0
     drawn = sorted((tmp_path / 'wd').rglob('vis/**/*.jpg'))
     assert len(drawn) == NUM_VAL - 1
+    # the same with test-time augmentation: every view of the placeholder predicts nothing
+    log = run([TEST, CONFIG, trained['ckpt'], '--tta', '--work-dir', tmp_path / 'wd_tta', '--out',
+               tmp_path / 'tta.pkl', '--cfg-options', 'test_dataloader.num_workers=0'], tmp_path,
+              data_root=root)
+    assert f"could not be read and were evaluated with no detections (their faces count as " \
+           f"missed): ['{key}']" in log
+    with open(tmp_path / 'tta.pkl', 'rb') as f:
+        results = pickle.load(f)
+    assert len(results) == NUM_VAL
+    broken = next(r for r in results if r['img_id'] == key)
+    assert len(broken['pred_instances']['bboxes']) == 0
+    assert broken['pred_instances']['keypoints'].shape == (0, 5, 2)

@@ -21,8 +21,9 @@ class PackFaceInputs(PackDetInputs):
 
     all in network-input coordinates. When ``gt_bboxes`` carries no keypoints (plain boxes),
     ``keypoints`` are zeros with ``keypoints_valid`` 0. Meta keys are mmdet's defaults (which
-    include ``img_id``) plus ``img_unreadable``, present only when
-    :class:`LoadFaceImageFromFile` put a placeholder in place of an unreadable file; a missing
+    include ``img_id``); ``img_unreadable=True`` (a placeholder for a file that could not be
+    decoded, see ``WIDERFaceDataset``'s ``undecodable_images``) is always kept, whatever
+    ``meta_keys`` says, since the head and the metric must see it; a missing
     ``scale_factor`` (no resize in the pipeline) is recorded as ``(1.0, 1.0)`` so that
     ``rescale=True`` works on original-size inputs.
 
@@ -33,7 +34,7 @@ class PackFaceInputs(PackDetInputs):
 
     def __init__(self,
                  meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
-                            'flip', 'flip_direction', 'img_unreadable'),
+                            'flip', 'flip_direction'),
                  num_keypoints: int = 5) -> None:
         super().__init__(meta_keys=meta_keys)
         self.num_keypoints = num_keypoints
@@ -43,6 +44,8 @@ class PackFaceInputs(PackDetInputs):
         if 'img' in results and 'scale_factor' not in results:
             results['scale_factor'] = (1.0, 1.0)
         packed = super().transform(results)
+        if results.get('img_unreadable', False):
+            packed['data_samples'].set_metainfo(dict(img_unreadable=True))
         boxes = results.get('gt_bboxes')
         if boxes is None:
             return packed
