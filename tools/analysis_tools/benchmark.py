@@ -420,8 +420,9 @@ def main(argv=None) -> int:
               f'{os.cpu_count()} cores{isa}, torch {torch.__version__}, onnxruntime '
               f'{__import__("onnxruntime").__version__}; median of {args.runs} runs after '
               f'{args.warmup} warm-up calls, '
-              + (f'paths alternating in blocks of {args.block} timed calls (each after one '
-                 'untimed call)' if args.block > 1 else 'single calls of the paths interleaved')
+              + (f'paths alternating in blocks of {min(args.block, args.runs)} timed calls '
+                 '(each after one untimed call)' if min(args.block, args.runs) > 1
+                 else 'single calls of the paths interleaved')
               + '; threads 0 = all cores.\n'
               f'Load average (1/5/15 min) before: {load_before[0]:.2f} / {load_before[1]:.2f} / '
               f'{load_before[2]:.2f}, after: {load_after[0]:.2f} / {load_after[1]:.2f} / '
