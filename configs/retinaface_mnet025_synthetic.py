@@ -4,10 +4,11 @@
 #   python tools/train.py configs/retinaface_mnet025_synthetic.py
 #   python tools/test.py configs/retinaface_mnet025_synthetic.py \
 #       work_dirs/retinaface_mnet025_synthetic/epoch_60.pth [--tta] [--show-dir vis] [--out r.pkl]
-# 60 epochs of 7 iterations (batch 8, 320x320): about 2.5 minutes on 2 CPU cores, validation every
-# 10 epochs; the final model reaches WIDER AP easy/medium/hard 1.00/0.88/0.55 and landmark NME
-# 0.068 on the 16 val images (--tta: 1.00/0.98/0.76, NME 0.065). On a CPU shared with other jobs,
-# OMP_NUM_THREADS=1 avoids the slow-down of spinning OpenMP threads.
+# 60 epochs of 7 iterations (batch 8, 320x320): about 4 minutes on 2 CPU cores with
+# OMP_NUM_THREADS=1 (which also avoids the slow-down of spinning OpenMP threads on a shared CPU),
+# validation every 10 epochs. With seed 0 the final model reached WIDER AP easy/medium/hard
+# 0.98/0.87/0.56 and landmark NME 0.112 on the 16 val images (--tta: 0.98/0.91/0.72, NME 0.070);
+# a short run from scratch varies with the seed and thread count (README, "Quick start").
 #
 # Data elsewhere: set the environment variable SYNTHETIC_WIDER_ROOT (mmengine substitutes it when
 # the config is read; every dataloader and the evaluators' gt_dir follow it), e.g.
