@@ -11,7 +11,8 @@ Images and folders go through :class:`FaceInferencer`: annotated images are writ
 predicted, in original-image pixels) to ``OUT_DIR/preds/<stem>.json``. A video is read frame by
 frame with OpenCV: ``OUT_DIR/vis/<stem>.mp4`` is the annotated video (``--save-frames`` also
 writes ``OUT_DIR/vis/<stem>/<frame>.jpg``) and ``OUT_DIR/preds/<stem>.json`` lists the
-predictions per frame.
+predictions per frame, with ``frames_read`` and ``frames_announced`` (the container's frame
+count; fewer frames read, as from a truncated file, also gives a warning).
 """
 import logging
 import os
@@ -61,12 +62,14 @@ def run_video(inferencer, args):
     """Detect faces frame by frame; write an annotated video and per-frame predictions."""
     import cv2
     import mmengine
+    from mmengine.logging import print_log
 
     cap = cv2.VideoCapture(args.inputs)
     if not cap.isOpened():
         raise RuntimeError(f'cannot open the video {args.inputs}')
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    announced = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+    total = announced
     if args.max_frames is not None:
         total = min(total, args.max_frames) if total > 0 else args.max_frames
     stem = osp.splitext(osp.basename(args.inputs))[0]
@@ -115,9 +118,16 @@ def run_video(inferencer, args):
         cap.release()
         if writer is not None:
             writer.release()
+    if index == 0:
+        raise RuntimeError(f'no frame of the video {args.inputs} could be decoded')
+    if index < total:  # a truncated or damaged file ends early without an error from OpenCV
+        print_log(f'{args.inputs}: read {index} of the {total} frames the file announces; the '
+                  'rest could not be decoded (a truncated or damaged file?)', logger='current',
+                  level=logging.WARNING)
     if not args.no_save_pred:
         mmengine.dump(
-            dict(video=args.inputs, fps=fps, frames=frames),
+            dict(video=args.inputs, fps=fps, frames_announced=announced, frames_read=index,
+                 frames=frames),
             osp.join(args.out_dir, 'preds', stem + '.json'))
     return frames
 

@@ -156,3 +156,32 @@ def test_face_crops_skips_unreadable_images_of_a_folder(toy_files, tmp_path):
     assert saved['skipped'] == index['skipped']
     with pytest.raises(IOError, match='cannot decode'):
         tool.main(args + [str(folder / 'b.jpg'), str(tmp_path / 'c'), '--device', 'cpu'])
+
+
+def test_demo_video_cut_short_is_reported(toy_files, tmp_path):
+    """A truncated AVI opens and announces all its frames, but OpenCV stops reading early
+    without an error: the demo says how many frames it read of how many announced."""
+    demo = load_script('demo/image_demo.py')
+    path = tmp_path / 'clip.avi'
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 5, (64, 48))
+    if not writer.isOpened():
+        pytest.skip('OpenCV cannot write MJPG videos here')
+    for i in range(10):
+        writer.write(np.random.RandomState(i).randint(0, 255, (48, 64, 3)).astype(np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.6)])
+    read = len(read_video(path))
+    assert 0 < read < 10
+    out = tmp_path / 'out'
+    demo.main([str(path), str(toy_files / 'cfg.py'), '--weights', str(toy_files / 'ckpt.pth'),
+               '--out-dir', str(out), '--device', 'cpu', '--no-save-vis'])
+    preds = json.loads((out / 'preds' / 'clip.json').read_text())
+    assert preds['frames_announced'] == 10 and preds['frames_read'] == read
+    assert [f['frame'] for f in preds['frames']] == list(range(read))
+    # nothing decodable at all is an error, not an empty result
+    empty = tmp_path / 'empty.avi'
+    empty.write_bytes(data[:200])
+    with pytest.raises(RuntimeError, match='empty.avi'):
+        demo.main([str(empty), str(toy_files / 'cfg.py'), '--weights',
+                   str(toy_files / 'ckpt.pth'), '--out-dir', str(out), '--device', 'cpu'])
