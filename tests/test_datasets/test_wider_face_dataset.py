@@ -151,6 +151,14 @@ def test_missing_images(tmp_path):
     assert len(ds) == 2 and ds.get_data_info(1)['height'] is None
     with pytest.raises(FileNotFoundError, match='missing.jpg'):
         LoadImageFromFile()(dict(img_path=ds.get_data_info(1)['img_path']))
+    # unchecked and missing when loaded: undecodable_images applies (size unknown: 32 x 32)
+    ds = make_ds(tmp_path, text, missing_images='keep', pipeline=FACE_PIPELINE)
+    sample = ds[1]['data_samples']
+    assert sample.img_unreadable is True and sample.ori_shape == (32, 32)
+    ds = make_ds(tmp_path, text, missing_images='keep', undecodable_images='error',
+                 pipeline=FACE_PIPELINE)
+    with pytest.raises(OSError, match=r'cannot load image .*e/missing.jpg \(FileNotFoundError'):
+        ds[1]
 
 
 def test_unreadable_image(tmp_path):

@@ -278,19 +278,18 @@ class WIDERFaceDataset(BaseDetDataset):
         missing_images (str): what to do with image files that do not exist or whose header
             cannot be read at dataset build time: ``'error'`` (default; ``FileNotFoundError`` /
             ``ValueError`` naming the file), ``'skip'`` (drop the image and its faces, counted
-            and logged) or ``'keep'`` (no check; ``height``/``width`` ``None``; a bad file then
-            fails in ``LoadImageFromFile`` with an error naming it).
-        undecodable_images (str): what to do when an image passed the build-time check but
-            cannot be decoded when the pipeline loads it: ``'error'`` (``OSError`` naming the
+            and logged) or ``'keep'`` (no check; ``height``/``width`` ``None``; a missing or
+            bad file is then met when loaded, and ``undecodable_images`` applies).
+        undecodable_images (str): what to do when an image cannot be loaded by the pipeline although
+            it passed the build-time check (or was not checked): ``'error'`` (``OSError`` naming the
             file), ``'skip'`` (training only: mmengine's ``BaseDataset`` draws another image),
-            ``'empty'`` (the rest of the pipeline runs on a black image of the recorded size,
-            32 x 32 if unknown, with ``img_unreadable=True``, which ``PackFaceInputs`` keeps in
-            the meta information: ``RetinaFaceHead`` predicts no faces for it and
-            ``WIDERFaceMetric`` evaluates it with no detections, so its faces count as missed)
-            or ``'auto'`` (default: ``'empty'`` in ``test_mode``, else ``'skip'``). Every case
-            is logged as a warning naming the file (once per file) and counted in
-            ``image_counts['undecodable']`` (distinct files, per process: each dataloader
-            worker counts its own).
+            ``'empty'`` (the rest of the pipeline runs on a black image of the recorded size, 32 x
+            32 if unknown, with ``img_unreadable=True``, which ``PackFaceInputs`` keeps in the meta
+            information: ``RetinaFaceHead`` predicts no faces for it and ``WIDERFaceMetric``
+            evaluates it with no detections, so its faces count as missed) or ``'auto'`` (default:
+            ``'empty'`` in ``test_mode``, else ``'skip'``). Every case is logged as a warning naming
+            the file (once per file) and counted in ``image_counts['undecodable']`` (distinct files,
+            per process: each dataloader worker counts its own).
         read_image_size (bool): read ``height``/``width`` from image headers. Defaults to True.
         clip_to_image (bool): clip boxes to the image when its size is known. Defaults to True.
         held_out (dict, optional): deterministic image split on the annotation-file order,
