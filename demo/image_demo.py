@@ -118,7 +118,7 @@ def run_video(inferencer, args):
         cap.release()
         if writer is not None:
             writer.release()
-    if index == 0:
+    if index == 0 and args.max_frames != 0:
         raise RuntimeError(f'no frame of the video {args.inputs} could be decoded')
     if index < total:  # a truncated or damaged file ends early without an error from OpenCV
         print_log(f'{args.inputs}: read {index} of the {total} frames the file announces; the '

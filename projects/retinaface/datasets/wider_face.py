@@ -55,6 +55,7 @@ import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
+from mmengine.dataset import Compose
 from mmengine.fileio import get, get_local_path
 from mmengine.logging import print_log
 
@@ -559,11 +560,7 @@ class WIDERFaceDataset(BaseDetDataset):
         img = np.zeros((int(h), int(w), 3), dtype=np.float32 if float_img else np.uint8)
         results = dict(data_info, img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2],
                        img_unreadable=True)
-        for t in transforms[loader + 1:]:
-            results = t(results)
-            if results is None:
-                return None
-        return results
+        return Compose(transforms[loader + 1:])(results)
 
     def _serialize_data(self):
         """mmengine cannot serialize an empty list; an empty dataset stays empty (warned)."""

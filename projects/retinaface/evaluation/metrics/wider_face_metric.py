@@ -60,8 +60,9 @@ class WIDERFaceMetric(BaseMetric):
     are left out (and counted in the log), and images unknown to the ground truth are reported
     and ignored. Every processed image gets an entry, so an image without detections still
     counts its faces. An image whose file could not be read (``img_unreadable`` in its meta
-    information, see ``LoadFaceImageFromFile(on_unreadable='empty')``) gets an empty entry
-    and is counted and named in the log.
+    information, see ``WIDERFaceDataset``'s ``undecodable_images``) gets an empty entry, even
+    from a detector whose head predicts on the placeholder, and is counted and named in the
+    log.
 
     Args:
         gt_dir (str, optional): folder with ``wider_face_val.mat`` and

@@ -593,7 +593,8 @@ class RetinaFaceHead(AnchorHead):
         results = self._bbox_post_process(
             results=results, cfg=cfg, rescale=rescale, with_nms=with_nms, img_meta=img_meta)
         if img_meta.get('img_unreadable'):
-            # a placeholder for a file that could not be read (LoadFaceImageFromFile): no faces
+            # a placeholder for a file that could not be decoded (WIDERFaceDataset's
+            # undecodable_images): no faces
             results = results[:0]
         return results
 
