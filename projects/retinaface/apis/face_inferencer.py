@@ -15,7 +15,6 @@ import os.path as osp
 import warnings
 from typing import Dict, List, Optional
 
-import mmcv
 import mmengine
 from mmcv.transforms import Compose
 from mmdet.apis import DetInferencer
@@ -25,6 +24,7 @@ from mmdet.utils import ConfigType, get_test_pipeline_cfg
 from mmengine.logging import print_log
 from mmengine.visualization import Visualizer
 
+from ..utils import image_load_failure
 from ..visualization import FaceLocalVisualizer
 
 # Transforms that load annotations; inference has none, so they are dropped from test pipelines.
@@ -151,13 +151,7 @@ def uninstall_det_inferencer_landmarks() -> None:
 def unreadable_reason(item) -> Optional[str]:
     """Why the image file ``item`` (a path) cannot be loaded, or None when it loads (or is
     not a path)."""
-    if not isinstance(item, str):
-        return None
-    try:
-        img = mmcv.imread(item)
-    except Exception as err:  # missing file, unreadable bytes
-        return f'{type(err).__name__}: {err}'
-    return 'cannot be decoded as an image' if img is None else None
+    return image_load_failure(item) if isinstance(item, str) else None
 
 
 class FaceInferencer(DetInferencer):

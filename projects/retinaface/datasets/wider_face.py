@@ -50,14 +50,15 @@ import logging
 import os.path as osp
 from typing import Any, Dict, List, Optional, Tuple
 
-import mmcv
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmdet.datasets import BaseDetDataset
 from mmdet.registry import DATASETS
 from mmengine.dataset import Compose
-from mmengine.fileio import get, get_local_path
+from mmengine.fileio import get_local_path
 from mmengine.logging import print_log
+
+from projects.retinaface.utils import image_load_failure
 
 NUM_KEYPOINTS = 5
 
@@ -513,14 +514,6 @@ class WIDERFaceDataset(BaseDetDataset):
                     instances=instances)
 
     # ------------------------------------------------------------------ pipeline
-    def _decode_failure(self, img_path: str) -> Optional[str]:
-        """Why ``img_path`` cannot be loaded as an image, or ``None`` if it decodes."""
-        try:
-            img = mmcv.imfrombytes(get(img_path, backend_args=self.backend_args))
-        except Exception as e:
-            return f'{type(e).__name__}: {e}'
-        return 'the file cannot be decoded' if img is None else None
-
     def prepare_data(self, idx) -> Any:
         """The pipeline's output for image ``idx``. When it fails because the image cannot
         be decoded, ``undecodable_images`` decides (see the class doc); other errors pass."""
@@ -528,7 +521,7 @@ class WIDERFaceDataset(BaseDetDataset):
             return self.pipeline(self.get_data_info(idx))
         except Exception:
             data_info = self.get_data_info(idx)
-            reason = self._decode_failure(data_info['img_path'])
+            reason = image_load_failure(data_info['img_path'], self.backend_args)
             if reason is None:
                 raise
         policy = self.undecodable_images
