@@ -143,7 +143,9 @@ def main(argv=None) -> int:
     parser.add_argument('--num-train', type=int, default=100,
                         help='WIDER train images for the all-faces AP (0: skip)')
     parser.add_argument('--num-calib', type=int, default=64,
-                        help='calibration images excluded (as in onnx_quantize.py)')
+                        help='calibration images at the start of the shuffle (as in '
+                        'onnx_quantize.py); the evaluated images are the last --num-train, '
+                        'so this only checks that both sets fit')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--threads', type=int, default=0, help='ONNX Runtime threads (0: all)')
     args = parser.parse_args(argv)
