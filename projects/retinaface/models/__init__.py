@@ -1,1 +1,1 @@
-from . import backbones, dense_heads, detectors, losses, necks, task_modules, test_time_augs  # noqa: F401
+from . import backbones, dense_heads, detectors, necks, task_modules, test_time_augs  # noqa: F401

@@ -1,1 +1,0 @@
-# Owned by the module author; imports register the modules.
