@@ -12,10 +12,10 @@ predicted, in original-image pixels) to ``OUT_DIR/preds/<stem>.json``. A video i
 frame with OpenCV: ``OUT_DIR/vis/<stem>.mp4`` is the annotated video (``--save-frames`` also
 writes ``OUT_DIR/vis/<stem>/<frame>.jpg``) and ``OUT_DIR/preds/<stem>.json`` lists the
 predictions per frame, with ``frames_read`` and ``frames_announced`` (the container's frame
-count; fewer frames read, as from a truncated file, also gives a warning).
+count; fewer frames read, as from a truncated file, also gives a warning). The frame loop is
+:func:`projects.retinaface.apis.detect_video`, shared with ``demo/webcam_demo.py``.
 """
 import logging
-import os
 import os.path as osp
 import sys
 from argparse import ArgumentParser
@@ -58,86 +58,12 @@ def is_video(path):
     return osp.isfile(path) and osp.splitext(path)[1].lower() in VIDEO_EXTENSIONS
 
 
-def run_video(inferencer, args):
-    """Detect faces frame by frame; write an annotated video and per-frame predictions."""
-    import cv2
-    import mmengine
-    from mmengine.logging import print_log
-
-    cap = cv2.VideoCapture(args.inputs)
-    if not cap.isOpened():
-        raise RuntimeError(f'cannot open the video {args.inputs}')
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    announced = max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
-    total = announced
-    if args.max_frames is not None:
-        total = min(total, args.max_frames) if total > 0 else args.max_frames
-    stem = osp.splitext(osp.basename(args.inputs))[0]
-    vis_dir = osp.join(args.out_dir, 'vis')
-    frames_dir = osp.join(vis_dir, stem)
-    writer = None
-    frames = []
-    progress = mmengine.ProgressBar(total) if total > 0 else None
-    index = 0
-    try:
-        while args.max_frames is None or index < args.max_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            sample = inferencer(frame, return_datasamples=True)['predictions'][0]
-            inferencer.visualizer.add_datasample(
-                f'{stem}_{index:06d}',
-                frame[..., ::-1],
-                sample,
-                draw_gt=False,
-                show=args.show,
-                wait_time=1e-3,
-                pred_score_thr=args.pred_score_thr,
-                out_file=None)
-            drawn = inferencer.visualizer.get_image()[..., ::-1]  # RGB -> BGR
-            if not args.no_save_vis:
-                if writer is None:
-                    os.makedirs(vis_dir, exist_ok=True)
-                    h, w = drawn.shape[:2]
-                    writer = cv2.VideoWriter(
-                        osp.join(vis_dir, stem + '.mp4'), cv2.VideoWriter_fourcc(*'mp4v'), fps,
-                        (w, h))
-                writer.write(drawn.copy())
-                if args.save_frames:
-                    os.makedirs(frames_dir, exist_ok=True)
-                    cv2.imwrite(osp.join(frames_dir, f'{index:06d}.jpg'), drawn)
-            pred = inferencer.pred2dict(sample)
-            pred['frame'] = index
-            frames.append(pred)
-            if args.print_result:
-                print(pred)
-            if progress is not None:
-                progress.update()
-            index += 1
-    finally:
-        cap.release()
-        if writer is not None:
-            writer.release()
-    if index == 0 and args.max_frames != 0:
-        raise RuntimeError(f'no frame of the video {args.inputs} could be decoded')
-    if index < total:  # a truncated or damaged file ends early without an error from OpenCV
-        print_log(f'{args.inputs}: read {index} of the {total} frames the file announces; the '
-                  'rest could not be decoded (a truncated or damaged file?)', logger='current',
-                  level=logging.WARNING)
-    if not args.no_save_pred:
-        mmengine.dump(
-            dict(video=args.inputs, fps=fps, frames_announced=announced, frames_read=index,
-                 frames=frames),
-            osp.join(args.out_dir, 'preds', stem + '.json'))
-    return frames
-
-
 def main(argv=None):
     args = parse_args(argv)
     import torch
     from mmengine.logging import print_log
 
-    from projects.retinaface.apis import FaceInferencer
+    from projects.retinaface.apis import FaceInferencer, detect_video
 
     if not osp.exists(args.inputs):
         raise FileNotFoundError(f'input not found: {args.inputs}')
@@ -158,7 +84,17 @@ def main(argv=None):
         show_progress=not video)
 
     if video:
-        results = run_video(inferencer, args)
+        results = detect_video(
+            inferencer,
+            args.inputs,
+            out_dir=args.out_dir,
+            pred_score_thr=args.pred_score_thr,
+            show=args.show,
+            save_vis=not args.no_save_vis,
+            save_pred=not args.no_save_pred,
+            save_frames=args.save_frames,
+            max_frames=args.max_frames,
+            print_result=args.print_result)
     else:
         results = inferencer(
             args.inputs,

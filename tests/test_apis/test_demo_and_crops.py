@@ -185,3 +185,39 @@ def test_demo_video_cut_short_is_reported(toy_files, tmp_path):
     with pytest.raises(RuntimeError, match='empty.avi'):
         demo.main([str(empty), str(toy_files / 'cfg.py'), '--weights',
                    str(toy_files / 'ckpt.pth'), '--out-dir', str(out), '--device', 'cpu'])
+
+
+def test_webcam_demo_on_a_stream(toy_files, tmp_path):
+    """The webcam demo takes a stream (here a video file) for --camera-id; headless, it writes
+    the drawn frames and the predictions of each frame."""
+    demo = load_script('demo/webcam_demo.py')
+    frames = [np.full((48, 64, 3), v, np.uint8) for v in (20, 40, 60, 80)]
+    write_video(tmp_path / 'stream.mp4', frames)
+    out = tmp_path / 'out'
+    result = demo.main([str(toy_files / 'cfg.py'), str(toy_files / 'ckpt.pth'), '--camera-id',
+                        str(tmp_path / 'stream.mp4'), '--no-show', '--out-dir', str(out),
+                        '--max-frames', '3'])
+    expected = toy_predictions(48, 64)['keypoints'].numpy()
+    assert [f['frame'] for f in result] == [0, 1, 2]
+    preds = json.loads((out / 'preds' / 'stream.json').read_text())
+    assert preds['frames_read'] == 3 and preds['frames_announced'] == 4
+    for frame in preds['frames']:
+        np.testing.assert_allclose(frame['keypoints'], expected, atol=1e-3)
+    drawn = read_video(out / 'vis' / 'stream.mp4')
+    assert len(drawn) == 3 and drawn[0].shape == (48, 64, 3)
+
+
+def test_webcam_demo_errors(toy_files, tmp_path, monkeypatch):
+    demo = load_script('demo/webcam_demo.py')
+    args = [str(toy_files / 'cfg.py'), str(toy_files / 'ckpt.pth')]
+    with pytest.raises(RuntimeError, match='cannot open camera 99'):
+        demo.main(args + ['--camera-id', '99', '--no-show', '--out-dir', str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match='video not found'):
+        demo.main(args + ['--camera-id', str(tmp_path / 'missing.mp4'), '--no-show',
+                          '--out-dir', str(tmp_path)])
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    with pytest.raises(RuntimeError, match='--no-show'):
+        demo.main(args)
+    with pytest.raises(SystemExit):  # nothing would be shown, written or printed
+        demo.main(args + ['--no-show'])

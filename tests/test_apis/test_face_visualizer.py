@@ -9,7 +9,7 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import HorizontalBoxes
 from mmengine.structures import InstanceData
 
-from projects.retinaface.visualization import LANDMARK_COLORS, FaceLocalVisualizer
+from projects.retinaface.visualization import LANDMARK_COLORS, FaceLocalVisualizer, draw_faces
 
 _names = itertools.count()
 
@@ -152,3 +152,27 @@ def test_vertices_drawn():
     vis = make_visualizer(draw_vertices=False)
     vis.add_datasample('v', img, sample, draw_gt=False)
     assert pixel(vis.get_image(), (50, 10)) == (0, 0, 0)
+
+
+def test_draw_faces_opencv_fast_path():
+    """draw_faces (video / camera): BGR in, BGR out, input untouched, one RGB colour per
+    landmark index as the visualiser, faces at or below the threshold and non-finite points
+    left out."""
+    img = np.zeros((120, 160, 3), np.uint8)
+    boxes = torch.tensor([[30., 40., 90., 100.], [110., 10., 150., 50.]])
+    scores = torch.tensor([0.9, 0.5])
+    kpts = torch.tensor([KPTS, KPTS2])
+    kpts[0, 4] = float('nan')
+    out = draw_faces(img, HorizontalBoxes(boxes), scores, kpts, score_thr=0.5,
+                     box_color=(0, 200, 255))
+    assert out.shape == img.shape and out.dtype == np.uint8 and not img.any()
+    for k in range(4):  # BGR on the image
+        assert pixel(out, KPTS[k]) == tuple(LANDMARK_COLORS[k][::-1])
+    assert pixel(out, KPTS[4]) == (0, 0, 0)  # NaN point skipped
+    assert pixel(out, (60, 40)) == (255, 200, 0)  # top edge of the first box, BGR
+    assert pixel(out, (60, 70)) == tuple(LANDMARK_COLORS[2][::-1])
+    assert not out[:, 105:].any()  # the 0.5 face is not drawn (score must exceed the threshold)
+    with_thr = draw_faces(img, boxes, scores, kpts, score_thr=0.4)
+    assert pixel(with_thr, KPTS2[2]) == tuple(LANDMARK_COLORS[2][::-1])
+    boxes_only = draw_faces(img, boxes.numpy())  # no scores, no landmarks: every box
+    assert boxes_only[:, 105:].any() and pixel(boxes_only, KPTS[2]) == (0, 0, 0)

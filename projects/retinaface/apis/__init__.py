@@ -1,4 +1,4 @@
-"""Inference APIs: landmark-aware inferencer and face / head / aligned crops.
+"""Inference APIs: landmark-aware inferencer, video / camera loop and face / head / aligned crops.
 
 Importing this package (done by ``import projects.retinaface``) installs
 :func:`install_det_inferencer_landmarks`, so ``mmdet.apis.DetInferencer`` also exports landmarks.
@@ -26,11 +26,12 @@ from .face_inferencer import (
     uninstall_det_inferencer_landmarks,
 )
 from .fast_detector import FastFaceDetector
+from .video import detect_video, open_capture
 
 install_det_inferencer_landmarks()
 
 __all__ = [
-    'FastFaceDetector',
+    'FastFaceDetector', 'detect_video', 'open_capture',
     'FaceInferencer', 'build_test_pipeline', 'drop_annotation_loaders', 'landmark_fields',
     'install_det_inferencer_landmarks', 'uninstall_det_inferencer_landmarks',
     'ARCFACE_TEMPLATE', 'arcface_template', 'align_face', 'align_faces', 'clip_boxes',

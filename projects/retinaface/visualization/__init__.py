@@ -1,3 +1,3 @@
-from .face_visualizer import LANDMARK_COLORS, FaceLocalVisualizer
+from .face_visualizer import LANDMARK_COLORS, FaceLocalVisualizer, draw_faces
 
-__all__ = ['FaceLocalVisualizer', 'LANDMARK_COLORS']
+__all__ = ['FaceLocalVisualizer', 'LANDMARK_COLORS', 'draw_faces']

@@ -1,6 +1,7 @@
 """Visualiser that draws face boxes, scores and the five facial landmarks."""
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 from mmdet.registry import VISUALIZERS
@@ -191,3 +192,62 @@ class FaceLocalVisualizer(DetLocalVisualizer):
             out_file=out_file,
             pred_score_thr=pred_score_thr,
             step=step)
+
+
+def draw_faces(image: np.ndarray,
+               bboxes,
+               scores=None,
+               keypoints=None,
+               score_thr: float = 0.0,
+               box_color: Tuple[int, int, int] = (0, 255, 0),
+               landmark_colors: Sequence[Tuple[int, int, int]] = LANDMARK_COLORS,
+               thickness: Optional[int] = None) -> np.ndarray:
+    """Draw face boxes, scores and landmarks on a copy of a BGR image with OpenCV.
+
+    The fast path for video and cameras (about a millisecond per frame, where
+    :class:`FaceLocalVisualizer`, drawing with matplotlib, takes a few hundred with 30 faces).
+    Colours are RGB, as for the visualiser (landmark ``k`` in ``landmark_colors[k]``: the same
+    colours in both). Faces with ``score <= score_thr`` are not drawn (as
+    ``pred_score_thr`` in :meth:`FaceLocalVisualizer.add_datasample`); non-finite landmarks are
+    skipped.
+
+    Args:
+        image (np.ndarray): (H, W, 3) uint8 BGR image; not modified.
+        bboxes: (N, 4) ``x1, y1, x2, y2`` (array, tensor or box type).
+        scores (optional): (N, ) scores, written above each box.
+        keypoints (optional): (N, K, 2) landmarks.
+        score_thr (float): See above.
+        box_color (tuple): RGB box and text colour.
+        landmark_colors (Sequence[tuple]): RGB colour per landmark index.
+        thickness (int, optional): Line width; defaults to 1 px per 500 px of the short side
+            (at least 1). Landmark dots have twice its radius.
+
+    Returns:
+        np.ndarray: The drawn copy.
+    """
+    out = np.ascontiguousarray(image).copy()
+    boxes = _to_numpy(bboxes).reshape(-1, 4).astype(np.float64)
+    keep = np.ones(len(boxes), bool)
+    if scores is not None:
+        scores = _to_numpy(scores).reshape(-1)
+        keep &= scores > score_thr
+    points = None if keypoints is None else _to_numpy(keypoints).astype(np.float64)
+    if thickness is None:
+        thickness = max(1, int(round(min(out.shape[:2]) / 500)))
+    bgr = tuple(int(c) for c in box_color[::-1])
+    dot_colors = [tuple(int(c) for c in color[::-1]) for color in landmark_colors]
+    scale = 0.4 * thickness
+    for i in np.flatnonzero(keep):
+        if not np.isfinite(boxes[i]).all():
+            continue
+        x1, y1, x2, y2 = (int(round(v)) for v in boxes[i])
+        cv2.rectangle(out, (x1, y1), (x2, y2), bgr, thickness)
+        if scores is not None:
+            cv2.putText(out, f'{scores[i]:.2f}', (x1, max(y1 - 3 * thickness, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, scale, bgr, thickness, cv2.LINE_AA)
+        if points is not None:
+            for k, (x, y) in enumerate(points[i]):
+                if np.isfinite(x) and np.isfinite(y):
+                    cv2.circle(out, (int(round(x)), int(round(y))), 2 * thickness,
+                               dot_colors[k % len(dot_colors)], -1, cv2.LINE_AA)
+    return out
