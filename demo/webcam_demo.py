@@ -26,7 +26,9 @@ def parse_args(argv=None):
     parser = ArgumentParser(description='RetinaFace webcam demo')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--device', default='cpu', help='device, e.g. cpu or cuda:0')
+    parser.add_argument(
+        '--device', default=None, help='device, e.g. cpu or cuda:0 (default: cuda:0 if '
+        'available, else cpu)')
     parser.add_argument('--camera-id', default='0',
                         help='camera index, or a video stream URL / file')
     parser.add_argument('--score-thr', type=float, default=0.5,
@@ -44,6 +46,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    import torch
+
     from projects.retinaface.apis import FaceInferencer, detect_video, open_capture
     from projects.retinaface.apis.video import has_display
 
@@ -54,7 +58,8 @@ def main(argv=None):
         if not osp.isfile(path):
             raise FileNotFoundError(f'{what} not found: {path}')
     open_capture(args.camera_id).release()  # fail on a missing camera before loading the model
-    inferencer = FaceInferencer(model=args.config, weights=args.checkpoint, device=args.device,
+    device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
+    inferencer = FaceInferencer(model=args.config, weights=args.checkpoint, device=device,
                                 show_progress=False)
     return detect_video(
         inferencer,
