@@ -7,11 +7,13 @@ Examples::
     python demo/webcam_demo.py CONFIG CKPT --camera-id rtsp://host/stream --no-show \\
         --out-dir outputs --max-frames 300                     # headless: video + JSON
 
-``q`` or Esc in the window stops it. With ``--out-dir`` the drawn frames are written to
-``OUT_DIR/vis/<name>.mp4`` and the predictions of every frame (original pixels) to
-``OUT_DIR/preds/<name>.json`` (``<name>``: ``camera<id>`` or the stream's stem). A progress line
-counts the frames and shows the frame rate. Without a display, ``--no-show`` is needed.
-The loop is :func:`projects.retinaface.apis.detect_video`, shared with ``demo/image_demo.py``.
+``q`` or Esc in the window stops it. ``--score-thr`` also replaces the config's test score
+threshold (0.02, the WIDER protocol), so that NMS and the JSON see only the faces worth showing.
+With ``--out-dir`` the drawn frames are written to ``OUT_DIR/vis/<name>.mp4`` and the
+predictions of every frame (original pixels) to ``OUT_DIR/preds/<name>.json`` (``<name>``:
+``camera<id>`` or the stream's stem). A progress line counts the frames and shows the frame
+rate. Without a display, ``--no-show`` is needed. The loop is
+:func:`projects.retinaface.apis.detect_video`, shared with ``demo/image_demo.py``.
 """
 import os.path as osp
 import sys
@@ -32,7 +34,8 @@ def parse_args(argv=None):
     parser.add_argument('--camera-id', default='0',
                         help='camera index, or a video stream URL / file')
     parser.add_argument('--score-thr', type=float, default=0.5,
-                        help='minimum score of faces to draw')
+                        help='faces below this score are neither drawn nor saved (it also '
+                        "becomes the model's test_cfg.score_thr, which saves NMS work)")
     parser.add_argument('--out-dir', default=None,
                         help='write the drawn video and per-frame JSON here')
     parser.add_argument('--max-frames', type=int, default=None, help='stop after N frames')
@@ -47,6 +50,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     import torch
+    from mmengine.config import Config
 
     from projects.retinaface.apis import FaceInferencer, detect_video, open_capture
     from projects.retinaface.apis.video import has_display
@@ -59,7 +63,10 @@ def main(argv=None):
             raise FileNotFoundError(f'{what} not found: {path}')
     open_capture(args.camera_id).release()  # fail on a missing camera before loading the model
     device = args.device or ('cuda:0' if torch.cuda.is_available() else 'cpu')
-    inferencer = FaceInferencer(model=args.config, weights=args.checkpoint, device=device,
+    cfg = Config.fromfile(args.config)
+    if cfg.model.get('test_cfg', None) is not None and 'score_thr' in cfg.model.test_cfg:
+        cfg.model.test_cfg.score_thr = args.score_thr
+    inferencer = FaceInferencer(model=cfg, weights=args.checkpoint, device=device,
                                 show_progress=False)
     return detect_video(
         inferencer,

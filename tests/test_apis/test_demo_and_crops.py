@@ -6,11 +6,13 @@ import cv2
 import mmcv
 import numpy as np
 import pytest
+import torch
+from mmengine.config import Config
 
 from projects.retinaface.apis import head_boxes
 from projects.retinaface.visualization import LANDMARK_COLORS
 from tests.helpers import PYTHON, REPO_ROOT, load_script
-from tests.test_apis.toy_face_detector import toy_predictions
+from tests.test_apis.toy_face_detector import ToyFaceDetector, toy_config, toy_predictions
 
 
 def write_video(path, frames, fps=5):
@@ -205,6 +207,21 @@ def test_webcam_demo_on_a_stream(toy_files, tmp_path):
         np.testing.assert_allclose(frame['keypoints'], expected, atol=1e-3)
     drawn = read_video(out / 'vis' / 'stream.mp4')
     assert len(drawn) == 3 and drawn[0].shape == (48, 64, 3)
+
+
+def test_webcam_demo_score_thr_is_the_models(tmp_path):
+    """--score-thr replaces the config's test score threshold: the face scoring 0.2 is neither
+    drawn nor in the JSON (with the config's own 0.02 it would be in the JSON)."""
+    demo = load_script('demo/webcam_demo.py')
+    Config(toy_config(test_cfg=dict(score_thr=0.02))).dump(str(tmp_path / 'cfg.py'))
+    torch.save({'state_dict': ToyFaceDetector().state_dict(), 'meta': {}},
+               str(tmp_path / 'ckpt.pth'))
+    write_video(tmp_path / 'stream.mp4', [np.full((48, 64, 3), 30, np.uint8)] * 2)
+    args = [str(tmp_path / 'cfg.py'), str(tmp_path / 'ckpt.pth'), '--camera-id',
+            str(tmp_path / 'stream.mp4'), '--no-show', '--out-dir', str(tmp_path / 'out')]
+    for thr, scores in (('0.5', [0.9]), ('0.1', [0.9, 0.2])):
+        frames = demo.main(args + ['--score-thr', thr])
+        assert [np.round(f['scores'], 4).tolist() for f in frames] == [scores, scores]
 
 
 def test_webcam_demo_errors(toy_files, tmp_path, monkeypatch):

@@ -37,12 +37,14 @@ def toy_predictions(height: int, width: int, with_vertices: bool = False) -> dic
 
 @MODELS.register_module()
 class ToyFaceDetector(BaseDetector):
-    """Detector returning :func:`toy_predictions` in original-image pixels."""
+    """Detector returning :func:`toy_predictions` in original-image pixels (those scoring above
+    ``test_cfg['score_thr']`` when it is given, as a real head keeps them)."""
 
     def __init__(self, with_vertices=False, backbone=None, data_preprocessor=None,
-                 init_cfg=None):
+                 test_cfg=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.with_vertices = with_vertices
+        self.test_cfg = test_cfg
         self.conv = nn.Conv2d(3, 1, 1)
 
     def extract_feat(self, batch_inputs):
@@ -58,11 +60,14 @@ class ToyFaceDetector(BaseDetector):
         results = []
         for sample in batch_data_samples:
             h, w = sample.metainfo['ori_shape'][:2]
-            results.append(InstanceData(**toy_predictions(h, w, self.with_vertices)))
+            pred = InstanceData(**toy_predictions(h, w, self.with_vertices))
+            if self.test_cfg and 'score_thr' in self.test_cfg:
+                pred = pred[pred.scores > self.test_cfg['score_thr']]
+            results.append(pred)
         return self.add_pred_to_datasample(batch_data_samples, results)
 
 
-def toy_config(with_vertices=False):
+def toy_config(with_vertices=False, test_cfg=None):
     """A config dict for the toy detector with a face-style test pipeline."""
     pipeline = [
         dict(type='LoadImageFromFile'),
@@ -79,6 +84,7 @@ def toy_config(with_vertices=False):
         model=dict(
             type='ToyFaceDetector',
             with_vertices=with_vertices,
+            test_cfg=test_cfg,
             backbone=dict(type='none'),
             data_preprocessor=dict(type='DetDataPreprocessor')),
         test_dataloader=dict(
