@@ -134,7 +134,7 @@ def detect_video(inferencer,
             index += 1
             if show:
                 cv2.imshow(window, drawn)
-                if cv2.waitKey(1) & 0xFF in QUIT_KEYS:
+                if (cv2.waitKey(1) & 0xFF) in QUIT_KEYS:
                     quit_by_key = True
                     break
     finally:
@@ -145,6 +145,10 @@ def detect_video(inferencer,
             cv2.destroyAllWindows()
     if index == 0 and max_frames != 0:
         raise RuntimeError(f'no frame of {source} could be read')
+    stopped_early = not quit_by_key and (max_frames is None or index < max_frames)
+    if announced == 0 and stopped_early:  # a camera or a stream: no length to compare with
+        print_log(f'{source} stopped delivering frames after {index}', logger='current',
+                  level=logging.WARNING)
     if 0 < announced and index < total and not quit_by_key:
         print_log(f'{source}: read {index} of the {total} frames the file announces; the '
                   'rest could not be decoded (a truncated or damaged file?)', logger='current',
