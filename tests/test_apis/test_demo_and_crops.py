@@ -209,11 +209,16 @@ def test_webcam_demo_on_a_stream(toy_files, tmp_path):
     assert len(drawn) == 3 and drawn[0].shape == (48, 64, 3)
 
 
-def test_webcam_demo_score_thr_is_the_models(tmp_path):
+def test_webcam_demo_score_thr_and_colours_from_the_config(tmp_path):
     """--score-thr replaces the config's test score threshold: the face scoring 0.2 is neither
-    drawn nor in the JSON (with the config's own 0.02 it would be in the JSON)."""
+    drawn nor in the JSON (with the config's own 0.02 it would be in the JSON). The landmark
+    colours are the config's visualiser's."""
     demo = load_script('demo/webcam_demo.py')
-    Config(toy_config(test_cfg=dict(score_thr=0.02))).dump(str(tmp_path / 'cfg.py'))
+    cfg = Config(toy_config(test_cfg=dict(score_thr=0.02)))
+    # the frames are drawn in the landmark colours of the config's visualiser
+    cfg.visualizer = dict(type='FaceLocalVisualizer', name='toy_green',
+                          landmark_colors=[(0, 255, 0)])
+    cfg.dump(str(tmp_path / 'cfg.py'))
     torch.save({'state_dict': ToyFaceDetector().state_dict(), 'meta': {}},
                str(tmp_path / 'ckpt.pth'))
     write_video(tmp_path / 'stream.mp4', [np.full((48, 64, 3), 30, np.uint8)] * 2)
@@ -222,6 +227,10 @@ def test_webcam_demo_score_thr_is_the_models(tmp_path):
     for thr, scores in (('0.5', [0.9]), ('0.1', [0.9, 0.2])):
         frames = demo.main(args + ['--score-thr', thr])
         assert [np.round(f['scores'], 4).tolist() for f in frames] == [scores, scores]
+    drawn = read_video(tmp_path / 'out' / 'vis' / 'stream.mp4')[0]
+    x, y = toy_predictions(48, 64)['keypoints'][0, 0].tolist()  # left eye: red by default
+    b, g, r = (int(v) for v in drawn[int(y), int(x)])
+    assert g - max(b, r) > 60, (b, g, r)
 
 
 def test_webcam_demo_errors(toy_files, tmp_path, monkeypatch):

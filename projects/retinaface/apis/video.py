@@ -1,11 +1,11 @@
 """Faces in a stream of frames: a video file, a camera or a stream URL.
 
 :func:`detect_video` runs a :class:`FaceInferencer` frame by frame, draws boxes, scores and the
-five landmarks with OpenCV (:func:`~projects.retinaface.visualization.draw_faces`: about a
-millisecond per frame, where the matplotlib visualiser takes hundreds), and optionally shows the
-drawn frames in a window, writes them as a video (and as JPEG files) and dumps the predictions
-of every frame as JSON. It is the loop of ``demo/image_demo.py`` (video files) and
-``demo/webcam_demo.py`` (cameras).
+five landmarks with OpenCV (:func:`~projects.retinaface.visualization.draw_faces`, in the landmark
+colours of the inferencer's visualiser: about a millisecond per frame, where the visualiser's
+matplotlib drawing takes hundreds), and optionally shows the drawn frames in a window, writes
+them as a video (and as JPEG files) and dumps the predictions of every frame as JSON. It is the
+loop of ``demo/image_demo.py`` (video files) and ``demo/webcam_demo.py`` (cameras).
 """
 import logging
 import os
@@ -17,7 +17,7 @@ import cv2
 import mmengine
 from mmengine.logging import print_log
 
-from ..visualization import draw_faces
+from ..visualization import LANDMARK_COLORS, draw_faces
 
 #: Keys that stop :func:`detect_video` when its window has the focus: ``q``, ``Q``, Esc.
 QUIT_KEYS = (ord('q'), ord('Q'), 27)
@@ -105,6 +105,8 @@ def detect_video(inferencer,
     index = 0
     quit_by_key = False
     window = f'RetinaFace: {name} (q or Esc to quit)'
+    # the colours of the inferencer's visualiser (its config may change them)
+    landmark_colors = getattr(inferencer.visualizer, 'landmark_colors', None) or LANDMARK_COLORS
     try:
         while max_frames is None or index < max_frames:
             ok, frame = cap.read()
@@ -113,7 +115,7 @@ def detect_video(inferencer,
             sample = inferencer(frame, return_datasamples=True)['predictions'][0]
             faces = sample.pred_instances
             drawn = draw_faces(frame, faces.bboxes, faces.scores, faces.get('keypoints', None),
-                               score_thr=pred_score_thr)
+                               score_thr=pred_score_thr, landmark_colors=landmark_colors)
             if save_vis:
                 if writer is None:
                     os.makedirs(vis_dir, exist_ok=True)
