@@ -30,11 +30,15 @@ def has_display() -> bool:
     return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
+def _as_source(source: Union[int, str]) -> Union[int, str]:
+    """A camera index as ``int`` (also when given as a string of digits); other sources as is."""
+    return int(source) if isinstance(source, str) and source.isdigit() else source
+
+
 def open_capture(source: Union[int, str]) -> cv2.VideoCapture:
     """Open a camera (an index, as ``int`` or a string of digits), a video file or a stream URL;
     raise a clear error when it cannot be opened."""
-    if isinstance(source, str) and source.isdigit():
-        source = int(source)
+    source = _as_source(source)
     if isinstance(source, str) and '://' not in source and not osp.isfile(source):
         raise FileNotFoundError(f'video not found: {source}')
     cap = cv2.VideoCapture(source)
@@ -83,9 +87,8 @@ def detect_video(inferencer,
     if show and not has_display():
         raise RuntimeError('show=True needs a display (DISPLAY or WAYLAND_DISPLAY is not set); '
                            'write the results to a folder instead')
+    source = _as_source(source)
     cap = open_capture(source)
-    if isinstance(source, str) and source.isdigit():
-        source = int(source)
     if name is None:
         name = (f'camera{source}' if isinstance(source, int) else
                 osp.splitext(osp.basename(str(source).rstrip('/')))[0] or 'stream')

@@ -225,7 +225,7 @@ def draw_faces(image: np.ndarray,
     Returns:
         np.ndarray: The drawn copy.
     """
-    out = np.ascontiguousarray(image).copy()
+    out = np.array(image, copy=True, order='C')
     boxes = _to_numpy(bboxes).reshape(-1, 4).astype(np.float64)
     keep = np.ones(len(boxes), bool)
     if scores is not None:
